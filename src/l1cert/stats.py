@@ -1,0 +1,32 @@
+"""Confidence bounds and tests of Cohen et al.'s CERTIFY and PREDICT."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import beta, binomtest
+
+
+def lower_confidence_bound(k, n, alpha):
+    """One-sided Clopper–Pearson lower bound: P(p ≥ bound) ≥ 1 − alpha for k successes of n.
+
+    The alpha-quantile of Beta(k, n − k + 1); 0 when k = 0. Vectorised over k.
+    """
+    k = np.asarray(k, dtype=float)
+    with np.errstate(invalid="ignore"):
+        bound = beta.ppf(alpha, k, n - k + 1)
+    return np.where(k > 0, bound, 0.0)[()]
+
+
+def upper_confidence_bound(k, n, alpha):
+    """One-sided Clopper–Pearson upper bound: P(p ≤ bound) ≥ 1 − alpha; 1 when k = n."""
+    k = np.asarray(k, dtype=float)
+    with np.errstate(invalid="ignore"):
+        bound = beta.ppf(1.0 - alpha, k + 1, n - k)
+    return np.where(k < n, bound, 1.0)[()]
+
+
+def top_two_pvalue(count_a: int, count_b: int) -> float:
+    """Two-sided binomial test of PREDICT: is the top class really more frequent than the next?"""
+    if count_a + count_b == 0:
+        return 1.0
+    return float(binomtest(int(count_a), int(count_a + count_b), 0.5).pvalue)
