@@ -1,0 +1,166 @@
+"""Base classifiers: a normalization layer first, then the network; and the checkpoint format.
+
+Inputs are [0, 1] pixels; smoothing noise is added to them, so normalization lives inside
+the model (as in Cohen et al.). A checkpoint is a plain dict of tensors and JSON-able meta,
+loaded with `weights_only=True`: a file carrying pickled code is refused, never run.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from l1cert.utils import L1CertError, atomic_path
+
+FORMAT = "l1cert-model/1"
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel; mean and std travel with the weights."""
+
+    def __init__(self, mean: list[float], std: list[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(-1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+# --- networks ------------------------------------------------------------------------------
+
+
+def digits_mlp(input_shape: list[int], num_classes: int) -> nn.Module:
+    """Two hidden layers of 128: tiny, so certifying many models with 10^4 draws each is quick."""
+    features = int(torch.tensor(input_shape).prod())
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(features, 128),
+        nn.ReLU(),
+        nn.Linear(128, 128),
+        nn.ReLU(),
+        nn.Linear(128, num_classes),
+    )
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, channels_in: int, channels: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels_in, channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.shortcut = nn.Identity()
+        if stride != 1 or channels_in != channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(channels_in, channels, 1, stride, bias=False), nn.BatchNorm2d(channels)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """He et al.'s CIFAR ResNet of depth 6n+2: three stages of 16, 32, 64 channels."""
+
+    def __init__(self, depth: int, num_classes: int, in_channels: int = 3):
+        super().__init__()
+        if (depth - 2) % 6:
+            raise L1CertError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+        n = (depth - 2) // 6
+        layers = [nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
+        channels_in = 16
+        for channels, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(n):
+                layers.append(BasicBlock(channels_in, channels, stride if i == 0 else 1))
+                channels_in = channels
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(64, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def cifar_resnet20(input_shape: list[int], num_classes: int) -> nn.Module:
+    return CifarResNet(20, num_classes, input_shape[0])
+
+
+def cifar_resnet110(input_shape: list[int], num_classes: int) -> nn.Module:
+    return CifarResNet(110, num_classes, input_shape[0])
+
+
+def resnet50(input_shape: list[int], num_classes: int) -> nn.Module:
+    from torchvision.models import resnet50 as torchvision_resnet50
+
+    return torchvision_resnet50(weights=None, num_classes=num_classes)
+
+
+ARCHS: dict[str, Callable[[list[int], int], nn.Module]] = {
+    f.__name__: f for f in (digits_mlp, cifar_resnet20, cifar_resnet110, resnet50)
+}
+
+
+def check_arch(arch: str) -> None:
+    if arch not in ARCHS:
+        raise L1CertError(f"unknown arch {arch!r} (choose from {', '.join(ARCHS)})")
+
+
+def build_model(
+    arch: str, num_classes: int, input_shape: list[int], mean: list[float], std: list[float]
+) -> nn.Sequential:
+    """Normalize(mean, std) followed by the network `arch`."""
+    check_arch(arch)
+    return nn.Sequential(Normalize(mean, std), ARCHS[arch](list(input_shape), num_classes))
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+
+def save_model(path: str | os.PathLike, model: nn.Module, meta: dict) -> None:
+    """Write {"format", "meta", "state_dict"} atomically; meta must rebuild the model."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, "meta": dict(meta), "state_dict": state}, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """torch.load with weights_only=True: tensors and plain containers only, code refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise L1CertError(f"checkpoint {path} not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise L1CertError(
+            f"refusing checkpoint {path}: it holds pickled objects beyond tensors and plain data"
+            " (possibly code); nothing in it was run"
+        ) from err
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+        raise L1CertError(f"checkpoint {path} is corrupt or not a torch file ({err})") from err
+
+
+def load_model(path: str | os.PathLike, device="cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model a checkpoint describes; return it in eval mode with its meta."""
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise L1CertError(f"{path} is not an l1cert model checkpoint (format {FORMAT})")
+    meta = ckpt["meta"]
+    try:
+        model = build_model(
+            meta["arch"], meta["num_classes"], meta["input_shape"], meta["mean"], meta["std"]
+        )
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, RuntimeError, TypeError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise L1CertError(f"checkpoint {path} does not match its own meta: {first}") from err
+    return model.to(device).eval(), meta

@@ -1,0 +1,275 @@
+"""Training base classifiers for smoothing: Type 1 (noise augmentation) and Type 2 (SmoothAdv).
+
+Resumable: after every epoch `checkpoint-last.pt` holds the model, optimizer and scheduler.
+All randomness of epoch e (shuffling, augmentation, noise) is seeded from (seed, e), so a
+restarted run needs only the epoch counter to continue exactly where it stopped: on CPU, a
+killed and resumed run ends with the same weights as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from l1cert import __version__
+from l1cert.attacks import NORMS, smoothadv_pgd
+from l1cert.data import check_name, dataset_info, load_split
+from l1cert.models import build_model, check_arch, load_checkpoint, save_model
+from l1cert.noise import Noise, make_noise
+from l1cert.utils import L1CertError, atomic_path, atomic_write_text, resolve_device
+
+TRAININGS = ("type1", "type2")
+CHECKPOINT_FORMAT = "l1cert-train/1"
+LOG_FIELDS = ("epoch", "lr", "loss", "accuracy", "epsilon", "seconds")
+
+
+@dataclass(frozen=True)
+class Type2Config:
+    """SmoothAdv: T PGD steps of the given norm against the softmax averaged over m draws."""
+
+    norm: str = "linf"
+    epsilon: float = 0.05
+    steps: int = 1
+    samples: int = 2
+    warmup_epochs: int = 10
+
+    def epsilon_at(self, epoch: int) -> float:
+        """ε rises linearly over the warm-up epochs (the step size, 2ε/T, with it)."""
+        if self.warmup_epochs <= 0:
+            return self.epsilon
+        return self.epsilon * min(1.0, (epoch + 1) / self.warmup_epochs)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str
+    arch: str
+    noise: str
+    sigma: float
+    training: str = "type1"
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.1
+    lr_step: int = 10
+    lr_gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    seed: int = 0
+    type2: Type2Config | None = None  # settings for type2; None means the defaults
+    image_size: int = 32  # imagefolder only
+
+    def validate(self) -> None:
+        check_name(self.dataset)
+        check_arch(self.arch)
+        make_noise(self.noise, self.sigma)
+        if self.training not in TRAININGS:
+            raise L1CertError(f"unknown training {self.training!r} (choose from type1, type2)")
+        for name in ("epochs", "batch_size", "lr_step"):
+            if getattr(self, name) < 1:
+                raise L1CertError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0 or self.momentum < 0 or self.weight_decay < 0 or self.lr_gamma <= 0:
+            raise L1CertError("lr and lr_gamma must be positive, momentum and weight_decay >= 0")
+        t2 = self.type2 or Type2Config()
+        if t2.norm not in NORMS:
+            raise L1CertError(f"unknown type2 norm {t2.norm!r} (choose from {', '.join(NORMS)})")
+        if t2.epsilon < 0 or t2.steps < 1 or t2.samples < 1 or t2.warmup_epochs < 0:
+            raise L1CertError("type2 needs epsilon >= 0, steps >= 1, samples >= 1, warmup >= 0")
+
+    def settings(self) -> dict:
+        """What defines the run: a checkpoint resumes only under the same settings."""
+        doc = dataclasses.asdict(self)
+        doc["type2"] = dataclasses.asdict(self.type2 or Type2Config())
+        if self.training != "type2":
+            doc["type2"] = None
+        return doc
+
+
+def train(
+    config: TrainConfig,
+    out: str | os.PathLike,
+    root: str | os.PathLike = "data",
+    imagenet_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    workers: int = 0,
+) -> dict:
+    """Train (or resume) into `out`: model.pt, train-log.csv, metrics.json, checkpoint-last.pt."""
+    config.validate()
+    out, device = Path(out), resolve_device(device)
+    noise = make_noise(config.noise, config.sigma)
+    data = dict(root=root, image_size=config.image_size, imagenet_dir=imagenet_dir)
+    info = dataset_info(config.dataset, **data)
+    train_set = load_split(config.dataset, "train", augment=True, **data)
+    test_set = load_split(config.dataset, "test", **data)
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.arch, info.num_classes, info.input_shape, info.mean, info.std)
+    model.to(device)
+    optimizer = torch.optim.SGD(
+        model.parameters(), config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_gamma)
+    log: list[dict] = []
+    start = _resume(out / "checkpoint-last.pt", config, model, optimizer, scheduler, log, device)
+
+    loader_rng = torch.Generator()
+    # A last batch of one example would break batch norm in training mode.
+    drop_last = len(train_set) % config.batch_size == 1
+    loader = DataLoader(
+        train_set, config.batch_size, shuffle=True, generator=loader_rng, num_workers=workers,
+        drop_last=drop_last, pin_memory=device.type == "cuda",
+    )
+    noise_rng = torch.Generator(device=device)
+    for epoch in range(start, config.epochs):
+        seeds = _epoch_seeds(config.seed, epoch)
+        torch.manual_seed(seeds[0])  # augmentation transforms draw from torch's global generator
+        loader_rng.manual_seed(seeds[1])
+        noise_rng.manual_seed(seeds[2])
+        row = _train_epoch(model, loader, optimizer, noise, noise_rng, config, epoch, device)
+        scheduler.step()
+        log.append(row)
+        _save_checkpoint(out / "checkpoint-last.pt", config, model, optimizer, scheduler, log)
+        atomic_write_text(out / "train-log.csv", _csv(log))
+        tqdm.write(
+            f"epoch {epoch + 1}/{config.epochs}: loss {row['loss']:.4f} "
+            f"accuracy {row['accuracy']:.4f} ({row['seconds']:.1f} s)",
+            file=sys.stderr,
+        )
+
+    metrics = evaluate(model, test_set, noise, config.seed, device, workers)
+    metrics["train_seconds"] = round(sum(row["seconds"] for row in log), 3)
+    meta = {
+        **config.settings(),
+        **info._asdict(),
+        "scale": noise.scale,
+        "metrics": metrics,
+        "l1cert_version": __version__,
+    }
+    save_model(out / "model.pt", model, meta)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def _epoch_seeds(seed: int, epoch: int) -> list[int]:
+    return [int(s) for s in np.random.SeedSequence([seed, epoch]).generate_state(3, np.uint64)]
+
+
+def _train_epoch(model, loader, optimizer, noise, noise_rng, config, epoch, device) -> dict:
+    model.train()
+    t2 = config.type2 or Type2Config()
+    epsilon = t2.epsilon_at(epoch) if config.training == "type2" else 0.0
+    lr = optimizer.param_groups[0]["lr"]
+    total_loss = correct = count = 0
+    started = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs} {config.training}", leave=False,
+               file=sys.stderr, unit="batch")
+    for x, y in bar:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if config.training == "type1":
+            inputs = x + noise.sample_(torch.empty_like(x), noise_rng)
+        else:
+            draws = noise.sample_(x.new_empty((t2.samples, *x.shape)), noise_rng)
+            x = smoothadv_pgd(model, x, y, draws, t2.norm, epsilon, t2.steps)
+            inputs, y = (x.unsqueeze(0) + draws).flatten(0, 1), y.repeat(t2.samples)
+        logits = model(inputs)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        count += len(y)
+        bar.set_postfix(loss=f"{total_loss / count:.3f}", refresh=False)
+    return {
+        "epoch": epoch + 1,
+        "lr": lr,
+        "loss": total_loss / count,
+        "accuracy": correct / count,
+        "epsilon": epsilon,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, dataset: Dataset, noise: Noise, seed: int = 0, device="cpu", workers=0
+) -> dict:
+    """Clean accuracy and accuracy under one seeded noise draw per test image."""
+    model.eval()
+    rng = torch.Generator(device=device).manual_seed(seed)
+    clean = noisy = count = 0
+    for x, y in DataLoader(dataset, batch_size=256, num_workers=workers):
+        x, y = x.to(device), y.to(device)
+        clean += (model(x).argmax(1) == y).sum().item()
+        x += noise.sample_(torch.empty_like(x), rng)
+        noisy += (model(x).argmax(1) == y).sum().item()
+        count += len(y)
+    return {
+        "clean_accuracy": clean / count,
+        "noise_accuracy": noisy / count,
+        "test_images": count,
+        "noise": noise.name,
+        "sigma": noise.sigma,
+    }
+
+
+# --- resume state --------------------------------------------------------------------------
+
+
+def _save_checkpoint(path, config, model, optimizer, scheduler, log) -> None:
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "settings": config.settings(),
+        "epoch": len(log),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "log": log,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _resume(path: Path, config, model, optimizer, scheduler, log, device) -> int:
+    """Load the last epoch's state if `path` exists; return the number of epochs done."""
+    if not path.exists():
+        return 0
+    state = load_checkpoint(path, map_location=device)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise L1CertError(f"{path} is not an l1cert training checkpoint; remove it to start over")
+    theirs, ours = state["settings"], config.settings()
+    changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+    if changed:
+        raise L1CertError(
+            f"{path} was made with other settings ({', '.join(changed)}); "
+            "use another --out or remove it to start over"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    log.extend(state["log"])
+    if state["epoch"] < config.epochs:
+        print(f"resuming from {path} after epoch {state['epoch']}", file=sys.stderr)
+    return state["epoch"]
+
+
+def _csv(log: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, LOG_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in log:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buffer.getvalue()
