@@ -29,6 +29,61 @@ def main() -> None:
 # --- certification: radius, certify, merge ------------------------------------------------
 
 
+@main.command()
+@click.option("--noise", required=True, help="gaussian, laplace or uniform.")
+@click.option("--sigma", type=float, required=True, help="Per-coordinate std of the noise.")
+@click.option("--pa", type=float, required=True, help="Lower bound of the top class probability.")
+@click.option("--pb", type=float, help="Upper bound of the runner-up (default 1 - pa).")
+@click.option("--bound", "bounds", multiple=True, help="Only this bound (repeatable).")
+def radius(noise, sigma, pa, pb, bounds):
+    """Print the certified l1 radius of every bound that applies to the noise."""
+    from l1cert.certificates import radii
+
+    for bound, value in radii(noise, sigma, pa, pb, bounds).items():
+        click.echo(f"{bound}\t{value:.6g}")
+
+
+@main.command()
+@click.option("--model", "model_path", required=True, help="Checkpoint (model.pt).")
+@click.option("--dataset", help="Dataset (default: the checkpoint's).")
+@click.option("--split", default="test", show_default=True)
+@click.option("--root", default="data", show_default=True)
+@click.option("--image-size", type=int, default=32, show_default=True)
+@click.option("--imagenet-dir")
+@click.option("--noise", help="Smoothing noise (default: the checkpoint's).")
+@click.option("--sigma", type=float, help="Noise std (default: the checkpoint's).")
+@click.option("--n0", type=int, default=100, show_default=True, help="Selection draws.")
+@click.option("--n", type=int, default=100_000, show_default=True, help="Estimation draws.")
+@click.option("--alpha", type=float, default=0.001, show_default=True, help="Failure prob.")
+@click.option("--batch", type=int, default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--shard", default="1/1", show_default=True, help="This shard k/K (1-based).")
+@click.option("--skip", type=int, default=1, show_default=True, help="Every skip-th point.")
+@click.option("--max", "max_points", type=int, default=-1, show_default=True, help="-1: all.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=int, help="torch threads (default: torch's own).")
+@click.option("--out", required=True, help="Output TSV (sidecar: same path, .json).")
+def certify(model_path, threads, out, max_points, **options):
+    """Certify a test split (or one shard of it) into a TSV; rerun to resume."""
+    import torch
+
+    from l1cert.shards import certify_to_tsv
+
+    if threads is not None:
+        torch.set_num_threads(max(threads, 1))
+    certify_to_tsv(model_path, out, max_points=max_points, **options)
+
+
+@main.command()
+@click.argument("shards", nargs=-1, required=True)
+@click.option("--out", required=True, help="Merged TSV (sidecar: same path, .json).")
+def merge(shards, out):
+    """Merge all shards of one certification into one TSV sorted by idx."""
+    from l1cert.shards import merge_shards
+
+    merge_shards(list(shards), out)
+
+
 # --- data and training: data, train -------------------------------------------------------
 
 

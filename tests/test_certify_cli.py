@@ -1,0 +1,261 @@
+"""`l1cert certify` and `l1cert merge` end to end: determinism, resume, refusals, bad input."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from l1cert import data, models
+from l1cert.cli import main
+from l1cert.shards import certify_to_tsv, file_sha256
+
+torch.set_num_threads(1)
+
+FAST = dict(n0=20, n=200, alpha=0.001, batch=64, seed=3, max_points=30, progress=False)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """An untrained digits MLP in the real checkpoint format: enough to exercise certify."""
+    info = data.dataset_info("digits")
+    torch.manual_seed(0)
+    model = models.build_model("digits_mlp", 10, info.input_shape, info.mean, info.std)
+    meta = dict(
+        arch="digits_mlp", dataset="digits", num_classes=10, input_shape=info.input_shape,
+        mean=info.mean, std=info.std, noise="laplace", sigma=0.25, training="type1",
+        type2=None, epochs=0, seed=0,
+    )  # fmt: skip
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    models.save_model(path, model, meta)
+    return path
+
+
+def read_table(path: Path) -> list[dict]:
+    header, *lines = path.read_text().splitlines()
+    names = header.split("\t")
+    return [dict(zip(names, line.split("\t"), strict=True)) for line in lines]
+
+
+def without_time(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "time"} for row in rows]
+
+
+def run_cli(*args: str):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.stderr.strip()
+
+
+def assert_one_line_error(code, message, *fragments):
+    assert code == 2, message
+    assert message.startswith("l1cert: error: ") and "\n" not in message, message
+    assert "Traceback" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_tsv_columns_and_sidecar(checkpoint, tmp_path):
+    out = certify_to_tsv(checkpoint, tmp_path / "run.tsv", **FAST)
+    rows = read_table(out)
+    assert list(rows[0]) == [
+        "idx", "label", "predict", "radius", "correct", "time", "noise", "sigma", "scale",
+        "n0", "n", "alpha", "count", "pa_lower", "radius_teng", "radius_lecuyer",
+        "radius_teng_multiclass", "count_b", "pb_upper",
+    ]  # fmt: skip
+    assert [int(r["idx"]) for r in rows] == list(range(30))
+    labels = [data.load_split("digits", "test")[i][1] for i in range(30)]
+    for row, label in zip(rows, labels, strict=True):
+        assert int(row["label"]) == label
+        assert row["noise"] == "laplace" and float(row["sigma"]) == 0.25
+        assert row["radius"] == row["radius_teng"]
+        if int(row["predict"]) == -1:
+            assert float(row["radius"]) == 0 and row["correct"] == "0"
+        else:
+            assert float(row["pa_lower"]) > 0.5
+            assert int(row["correct"]) == (int(row["predict"]) == label)
+        assert int(row["count"]) + int(row["count_b"]) <= 200
+    assert {row["predict"] for row in rows} - {"-1"}  # some points are certified
+    sidecar = json.loads((tmp_path / "run.json").read_text())
+    assert sidecar["points"] == 30 and sidecar["shard"] == 1 and sidecar["shards"] == 1
+    assert sidecar["noise"] == "laplace" and sidecar["sigma"] == 0.25
+    assert sidecar["model_sha256"] == file_sha256(checkpoint)
+    # a finished run started again has nothing left to do and changes nothing
+    before = out.read_text()
+    certify_to_tsv(checkpoint, out, **FAST)
+    assert out.read_text() == before
+
+
+def test_three_shards_merge_to_one_run(checkpoint, tmp_path):
+    single = certify_to_tsv(checkpoint, tmp_path / "single.tsv", **FAST)
+    shards = [
+        certify_to_tsv(checkpoint, tmp_path / f"shard-{k}-of-3.tsv", shard=(k, 3), **FAST)
+        for k in (1, 2, 3)
+    ]
+    assert [len(read_table(s)) for s in shards] == [10, 10, 10]
+    code, message = run_cli("merge", *reversed(shards), "--out", tmp_path / "merged.tsv")
+    assert code == 0, message
+    merged = read_table(tmp_path / "merged.tsv")
+    assert without_time(merged) == without_time(read_table(single))
+    sidecar = json.loads((tmp_path / "merged.json").read_text())
+    assert sidecar["points"] == 30 and sidecar["shards"] == 3 and len(sidecar["merged_from"]) == 3
+
+
+@pytest.fixture(scope="module")
+def shards(checkpoint, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("shards")
+    paths = [
+        certify_to_tsv(checkpoint, folder / f"shard-{k}-of-2.tsv", shard=(k, 2), **FAST)
+        for k in (1, 2)
+    ]
+    other = certify_to_tsv(checkpoint, folder / "other-n.tsv", shard=(2, 2), **{**FAST, "n": 100})
+    return paths, other
+
+
+def test_merge_refuses_overlap(shards, tmp_path):
+    (one, two), _ = shards
+    code, message = run_cli("merge", one, one, two, "--out", tmp_path / "m.tsv")
+    assert_one_line_error(code, message, "overlap")
+    assert not (tmp_path / "m.tsv").exists()
+
+
+def test_merge_refuses_missing_shard(shards, tmp_path):
+    (one, _), _ = shards
+    code, message = run_cli("merge", one, "--out", tmp_path / "m.tsv")
+    assert_one_line_error(code, message, "2/2 missing")
+    assert not (tmp_path / "m.tsv").exists()
+
+
+def test_merge_refuses_missing_points(shards, tmp_path):
+    (one, two), _ = shards
+    for path in (two, two.with_suffix(".json")):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    cut = tmp_path / two.name
+    lines = cut.read_text().splitlines(keepends=True)
+    cut.write_text("".join(lines[:-2]) + lines[-2][:5])  # one row gone, one torn
+    code, message = run_cli("merge", one, cut, "--out", tmp_path / "m.tsv")
+    assert_one_line_error(code, message, "misses 2 of its 15 test points")
+
+
+def test_merge_refuses_settings_disagreement(shards, tmp_path):
+    (one, _), other = shards
+    code, message = run_cli("merge", one, other, "--out", tmp_path / "m.tsv")
+    assert_one_line_error(code, message, "disagree on n ")
+
+
+def test_merge_refuses_shard_without_sidecar(shards, tmp_path):
+    (one, two), _ = shards
+    lonely = tmp_path / "lonely.tsv"
+    lonely.write_bytes(two.read_bytes())
+    code, message = run_cli("merge", one, lonely, "--out", tmp_path / "m.tsv")
+    assert_one_line_error(code, message, "sidecar")
+
+
+def test_resume_refuses_other_settings(checkpoint, tmp_path):
+    out = tmp_path / "run.tsv"
+    certify_to_tsv(checkpoint, out, **FAST)
+    args = ["certify", "--model", checkpoint, "--n0", 20, "--n", 400, "--batch", 64, "--seed", 3]
+    code, message = run_cli(*args, "--max", 30, "--out", out)
+    assert_one_line_error(code, message, "other settings", "n: 200")
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--sigma", "0"], "sigma"),
+        (["--sigma", "-1"], "sigma"),
+        (["--alpha", "0"], "alpha"),
+        (["--alpha", "1.5"], "alpha"),
+        (["--n0", "0"], "--n0"),
+        (["--n", "0"], "--n "),
+        (["--noise", "cauchy"], "unknown noise 'cauchy'"),
+        (["--shard", "3/2"], "--shard 3/2"),
+        (["--shard", "0/2"], "--shard 0/2"),
+        (["--shard", "two"], "k/K"),
+        (["--dataset", "mnist"], "unknown dataset"),
+    ],
+)
+def test_certify_bad_input(checkpoint, tmp_path, args, fragment):
+    code, message = run_cli(
+        "certify", "--model", checkpoint, "--n", 10, "--out", tmp_path / "x.tsv", *args
+    )
+    assert_one_line_error(code, message, fragment)
+    assert not (tmp_path / "x.tsv").exists()
+
+
+def test_certify_unreadable_checkpoint(tmp_path):
+    garbage = tmp_path / "model.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    for path in (garbage, tmp_path / "missing.pt"):
+        code, message = run_cli("certify", "--model", path, "--out", tmp_path / "x.tsv")
+        assert_one_line_error(code, message, str(path))
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--noise", "gaussian", "--bound", "lecuyer"], "'lecuyer' holds for laplace"),
+        (["--noise", "laplace", "--bound", "linf"], "unknown bound 'linf'"),
+        (["--noise", "cauchy"], "unknown noise"),
+        (["--noise", "laplace", "--sigma", "0"], "sigma"),
+        (["--noise", "laplace", "--pa", "1.2"], "--pa"),
+    ],
+)
+def test_radius_bad_input(args, fragment):
+    defaults = {"--sigma": "0.5", "--pa": "0.9"}
+    extra = [x for key, value in defaults.items() if key not in args for x in (key, value)]
+    code, message = run_cli("radius", *args, *extra)
+    assert_one_line_error(code, message, fragment)
+
+
+def test_radius_prints_every_bound_of_the_noise():
+    result = CliRunner().invoke(main, ["radius", "--noise", "laplace", "--sigma", "0.5",
+                                       "--pa", "0.99", "--pb", "0.004"])  # fmt: skip
+    assert result.exit_code == 0
+    lam = 0.5 / 2**0.5
+    table = dict(line.split("\t") for line in result.stdout.splitlines())
+    assert list(table) == ["teng", "lecuyer", "teng_multiclass"]
+    assert float(table["teng"]) == pytest.approx(-lam * math.log(0.02), rel=1e-5)
+    assert float(table["teng_multiclass"]) == pytest.approx(1.50921, rel=1e-5)
+    result = CliRunner().invoke(main, ["radius", "--noise", "gaussian", "--sigma", "1",
+                                       "--pa", "0.975"])  # fmt: skip
+    assert result.stdout == "cohen\t1.95996\n"
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(checkpoint, tmp_path):
+    """Kill a real `l1cert certify` mid-run, tear its last line, restart: same table as one run."""
+    out = tmp_path / "killed.tsv"
+    args = [
+        sys.executable, "-m", "l1cert.cli", "certify", "--model", str(checkpoint),
+        "--n0", "50", "--n", "10000", "--batch", "1000", "--seed", "3", "--max", "30",
+        "--threads", "1", "--out", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and len(out.read_text().splitlines()) >= 6:  # header + 5 rows
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(out.read_text().splitlines()) - 1
+    assert 5 <= done_before < 30, "the run must be killed mid-way"
+    with open(out, "a") as f:  # what a kill in the middle of a write leaves behind
+        f.write("28\t4\t")
+
+    subprocess.run(args, env=env, check=True, stderr=subprocess.DEVNULL)
+    resumed = read_table(out)
+    assert [int(r["idx"]) for r in resumed] == list(range(30))  # none lost, none twice
+    reference = certify_to_tsv(
+        checkpoint, tmp_path / "reference.tsv",
+        **{**FAST, "n0": 50, "n": 10000, "batch": 1000, "max_points": 30},
+    )  # fmt: skip
+    assert without_time(resumed) == without_time(read_table(reference))
