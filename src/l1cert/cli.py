@@ -90,5 +90,20 @@ def merge(shards, out):
 # --- results: report ----------------------------------------------------------------------
 
 
+@main.command()
+@click.argument("certify_files", nargs=-1, required=True)
+@click.option("--out-dir", required=True, help="Writes tables/, figures/, plots/, captions/ here.")
+@click.option("--radii", default="0,0.25,0.5,0.75,1,1.5,2,3", show_default=True,
+              help="Comma-separated l1 radii of the tables and metrics.")
+@click.option("--metrics", help="metrics JSON path (default: OUT_DIR/metrics.json).")
+@click.option("--fig6-sigma", type=float, default=0.5, show_default=True,
+              help="Noise std of the radius-against-pA figure.")
+def report(certify_files, out_dir, radii, metrics, fig6_sigma):
+    """Tables, figures, metrics and plot data from merged certify files (no model needed)."""
+    from l1cert.report import build_report, parse_radii
+
+    build_report(certify_files, out_dir, parse_radii(radii), metrics, fig6_sigma)
+
+
 if __name__ == "__main__":
     main()

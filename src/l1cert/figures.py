@@ -1,0 +1,192 @@
+"""The paper's figures, headless (matplotlib Agg), each written as PNG and PDF.
+
+Radii come from `l1cert.certificates` and curves from `l1cert.report`, so a figure shows exactly
+what the tables say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from l1cert import certificates  # noqa: E402
+from l1cert.noise import NOISES  # noqa: E402
+from l1cert.report import (  # noqa: E402
+    ACCURACY_LABEL,
+    BOUND_LABELS,
+    FIGURE_METHODS,
+    RADIUS_LABEL,
+    TRAINING_ORDER,
+    Certificates,
+    certified_accuracy,
+    envelopes,
+)
+from l1cert.utils import atomic_path  # noqa: E402
+
+BOUND_COLORS = {"teng": "tab:red", "lecuyer": "tab:green", "teng_multiclass": "tab:orange",
+                "cohen": "tab:blue", "uniform": "tab:purple"}
+BOUND_STYLES = {"lecuyer": "--", "teng_multiclass": ":"}
+
+
+def save(fig, stem: Path) -> list[Path]:
+    """Write stem.png and stem.pdf atomically; returns both paths."""
+    paths = []
+    for fmt in ("png", "pdf"):
+        path = Path(f"{stem}.{fmt}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+# --- the certificates themselves (pure math) ----------------------------------------------
+
+
+def thm1_beats_dp(pa, pb) -> np.ndarray:
+    """Where Theorem 1's radius exceeds the DP bound λ/2·ln(p̲A/p̄B) (λ cancels; use λ = 1).
+
+    The DP bound with a free p̄B equals `lecuyer` at p̲A/(p̲A + p̄B), whose odds are p̲A/p̄B.
+    """
+    pa, pb = np.asarray(pa, dtype=float), np.asarray(pb, dtype=float)
+    theorem1 = certificates.teng_multiclass(pa, pb, 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dp = certificates.lecuyer(pa / (pa + pb), 1.0)
+    return (pa > pb) & (theorem1 > dp + 1e-12)
+
+
+def bound_comparison(stem: Path, resolution: int = 400) -> list[Path]:
+    """Fig. 4: which bound is larger over the admissible (p̲A, p̄B) triangle."""
+    axis = (np.arange(resolution) + 0.5) / resolution
+    pa, pb = np.meshgrid(axis, axis)
+    admissible = (pb < pa) & (pa + pb <= 1.0)
+    region = np.where(admissible, np.where(thm1_beats_dp(pa, pb), 2, 1), 0)
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    ax.imshow(region, origin="lower", extent=(0, 1, 0, 1), interpolation="nearest",
+              cmap=ListedColormap(["whitesmoke", "tab:green", "tab:red"]), vmin=0, vmax=2)
+    edge = np.linspace(0.5, 1.0, 200)
+    ax.plot(edge, (1 - edge) ** 2 / edge, "k--", lw=1, label="Remark 2: p̄B = (1 − p̲A)²/p̲A")
+    ax.set_xlabel("p̲A (lower bound of the top class probability)")
+    ax.set_ylabel("p̄B (upper bound of the runner-up probability)")
+    ax.set_title("Theorem 1 against the DP bound (Eq. 1)")
+    ax.legend(handles=[Patch(color="tab:red", label="Theorem 1 larger"),
+                       Patch(color="tab:green", label="DP bound at least as large"),
+                       Patch(color="whitesmoke", label="not admissible (p̄B ≥ p̲A or sum > 1)"),
+                       *ax.get_lines()], loc="upper left", fontsize=7)
+    return save(fig, stem)
+
+
+def radius_vs_pa(stem: Path, sigma: float) -> list[Path]:
+    """Fig. 6: the radius of each method against p̲A, noises matched by standard deviation σ."""
+    pa = np.linspace(0.5, 0.9999, 600)
+    fig, ax = plt.subplots(figsize=(5.0, 3.8))
+    for noise, bound in FIGURE_METHODS:
+        scale = NOISES[noise](sigma).scale
+        ax.plot(pa, certificates.radius(bound, noise, scale, pa), color=BOUND_COLORS[bound],
+                ls=BOUND_STYLES.get(bound, "-"), label=f"{BOUND_LABELS[bound]} (scale {scale:.3g})")
+    ax.set_xlabel("p̲A (lower bound of the top class probability)")
+    ax.set_ylabel(RADIUS_LABEL)
+    ax.set_title(f"Certified radius against p̲A, σ = {sigma:g}")
+    ax.set_xlim(0.5, 1.0)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save(fig, stem)
+
+
+# --- certified accuracy curves ------------------------------------------------------------
+
+
+def _trainings(runs: Sequence[Certificates]) -> list[str]:
+    present = {r.training for r in runs}
+    return [t for t in TRAINING_ORDER if t in present] + sorted(present - set(TRAINING_ORDER))
+
+
+def _sigmas(runs: Sequence[Certificates]) -> list:
+    return sorted({r.sigma for r in runs}, key=lambda s: (s is None, s or 0.0))
+
+
+def _grid_of_axes(rows: int, cols: int, title: str):
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.7 * rows + 0.5), squeeze=False,
+                             sharex=True, sharey=True)
+    fig.suptitle(title, fontsize=10)
+    for ax in axes.flat:
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel(RADIUS_LABEL, fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ACCURACY_LABEL, fontsize=8)
+    return fig, axes
+
+
+def _finish(ax, empty_text: str = "no certify file") -> None:
+    if ax.get_lines():
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, empty_text, ha="center", va="center", transform=ax.transAxes,
+                color="gray")
+
+
+def accuracy_per_sigma(stem: Path, runs: Sequence[Certificates], grid: np.ndarray,
+                       title: str) -> list[Path]:
+    """One panel per training type × method, one curve per σ."""
+    trainings, sigmas = _trainings(runs), _sigmas(runs)
+    colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(sigmas), 1)))
+    fig, axes = _grid_of_axes(len(trainings), len(FIGURE_METHODS),
+                              f"Certified accuracy for each σ: {title}")
+    for row, training in enumerate(trainings):
+        for col, (noise, bound) in enumerate(FIGURE_METHODS):
+            ax = axes[row, col]
+            ax.set_title(f"{training}: {BOUND_LABELS[bound]}", fontsize=8)
+            for run in runs:
+                if run.training == training and run.noise == noise and bound in run.radii:
+                    label = f"σ = {run.sigma:g}" if run.sigma is not None else run.model
+                    ax.plot(grid, certified_accuracy(run.radii[bound], run.correct, grid),
+                            color=colors[sigmas.index(run.sigma)], label=label)
+            _finish(ax)
+    return save(fig, stem)
+
+
+def bound_comparison_per_sigma(stem: Path, runs: Sequence[Certificates], grid: np.ndarray,
+                               title: str) -> list[Path]:
+    """Figs. 7-8: at each σ the Laplace model's bounds beside the Gaussian and uniform models."""
+    trainings, sigmas = _trainings(runs), _sigmas(runs)
+    fig, axes = _grid_of_axes(len(trainings), len(sigmas), f"Bounds compared: {title}")
+    for row, training in enumerate(trainings):
+        for col, sigma in enumerate(sigmas):
+            ax = axes[row, col]
+            ax.set_title(f"{training}, σ = {sigma:g}" if sigma is not None else training,
+                         fontsize=8)
+            for run in runs:
+                if run.training != training or run.sigma != sigma:
+                    continue
+                for bound, radius in run.radii.items():
+                    ax.plot(grid, certified_accuracy(radius, run.correct, grid),
+                            color=BOUND_COLORS[bound], ls=BOUND_STYLES.get(bound, "-"),
+                            label=BOUND_LABELS[bound])
+            _finish(ax)
+    return save(fig, stem)
+
+
+def envelope(stem: Path, runs: Sequence[Certificates], grid: np.ndarray,
+             title: str) -> list[Path]:
+    """Per training type, the best curve over σ of each bound."""
+    trainings = _trainings(runs)
+    fig, axes = _grid_of_axes(1, len(trainings), f"Envelope over σ: {title}")
+    for env in envelopes(runs, grid):
+        ax = axes[0, trainings.index(env.training)]
+        ax.plot(grid, env.accuracy, color=BOUND_COLORS[env.bound],
+                ls=BOUND_STYLES.get(env.bound, "-"), label=BOUND_LABELS[env.bound])
+    for ax, training in zip(axes[0], trainings, strict=True):
+        ax.set_title(training, fontsize=8)
+        _finish(ax)
+    return save(fig, stem)
