@@ -86,6 +86,15 @@ def test_hand_made_file_is_read_with_its_identity():
     assert run.correct.tolist() == [True, True, False, False, True, True]
 
 
+def test_training_comes_from_the_checkpoint_path_in_the_sidecar(tmp_path):
+    target = tmp_path / "merged.tsv"
+    shutil.copy(HAND_MADE, target)
+    target.with_suffix(".json").write_text(json.dumps(
+        {"dataset": "digits", "model": "results/models/digits/laplace-type2-s0.5/model.pt"}))
+    run = read_certificates(target)
+    assert (run.dataset, run.training, run.model) == ("digits", "type2", "laplace-type2-s0.5")
+
+
 def test_cohen_six_column_file_is_gaussian_cohen_with_sigma_from_path():
     run = read_certificates(COHEN)
     assert (run.dataset, run.noise, run.sigma, run.bounds) == (

@@ -60,7 +60,7 @@ def thm1_beats_dp(pa, pb) -> np.ndarray:
     theorem1 = certificates.teng_multiclass(pa, pb, 1.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         dp = certificates.lecuyer(pa / (pa + pb), 1.0)
-    return (pa > pb) & (theorem1 > dp + 1e-12)
+    return (pa > pb) & (theorem1 > dp * (1 + 1e-9) + 1e-12)  # 1 − p̲A/(p̲A + p̄B) rounds
 
 
 def bound_comparison(stem: Path, resolution: int = 400) -> list[Path]:

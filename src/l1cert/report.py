@@ -210,6 +210,8 @@ def read_certificates(path: str | Path) -> Certificates:
         raise L1CertError(f"{path}: missing column(s) {', '.join(missing)}")
     settings = _read_sidecar(path)
     from_path = _path_identity(path)
+    # l1cert's sidecar names the checkpoint, results/models/<dataset>/<noise>-<training>-s<sigma>/
+    from_model = _path_identity(Path(str(settings.get("model", ""))).parent).get("training")
     cohen_format = "noise" not in header
     if cohen_format:
         row_settings = {}
@@ -237,7 +239,9 @@ def read_certificates(path: str | Path) -> Certificates:
     sigma = agreed("sigma", float)
     n0, n, alpha = agreed("n0", int), agreed("n", int), agreed("alpha", float)
     dataset = agreed("dataset", str) or "unknown"
-    training = agreed("training", str) or "unknown"
+    training = _agree(path, "training", ("the sidecar", settings.get("training")),
+                      ("the model path", from_model), ("the path", from_path.get("training")))
+    training = training or "unknown"
 
     if cohen_format:
         bounds = {NOISES[noise].bounds[0]: "radius"}

@@ -1,0 +1,80 @@
+"""Figures: the bound-comparison region is the paper's Remark 2, and every figure is drawn."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import matplotlib
+import matplotlib.image
+import numpy as np
+import pytest
+
+from l1cert import figures
+from l1cert.report import radius_grid, read_all
+
+DATA = Path(__file__).parent / "data"
+HAND_MADE = DATA / "certify" / "digits" / "laplace-type1-s0.5.tsv"
+
+
+def test_headless_backend():
+    assert matplotlib.get_backend().lower() == "agg"
+
+
+def test_theorem1_beats_dp_exactly_on_remark2_interval():
+    rng = np.random.default_rng(0)
+    pa = rng.uniform(0.0, 1.0, 20000)
+    pb = rng.uniform(0.0, 1.0, 20000) * np.minimum(pa, 1.0 - pa)  # admissible: pb ≤ pa, pa+pb ≤ 1
+    # Remark 2: better iff (1−2p(1−p) − √(1−4p(1−p)))/(2p) ≤ pB ≤ (1−2p(1−p) + √(…))/(2p).
+    root = np.sqrt(1.0 - 4.0 * pa * (1.0 - pa))
+    low = (1.0 - 2.0 * pa * (1.0 - pa) - root) / (2.0 * pa)
+    high = (1.0 - 2.0 * pa * (1.0 - pa) + root) / (2.0 * pa)
+    clear = (np.abs(pb - low) > 1e-6) & (np.abs(pb - high) > 1e-6) & (pa - pb > 1e-6)
+    beats = figures.thm1_beats_dp(pa, pb)
+    assert np.array_equal(beats[clear], ((low < pb) & (pb < high))[clear])
+    assert beats.any() and not beats.all()
+    assert not beats[pa < 0.5].any()
+
+
+def _check_png_and_pdf(stem: Path, min_width: int, min_height: int) -> None:
+    image = matplotlib.image.imread(f"{stem}.png")
+    height, width = image.shape[:2]
+    assert width >= min_width and height >= min_height
+    assert image[..., :3].std() > 0.05  # something is drawn, not a blank canvas
+    pdf = Path(f"{stem}.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-") and b"%%EOF" in pdf[-64:] and len(pdf) > 5000
+
+
+def test_paper_figures(tmp_path):
+    assert figures.bound_comparison(tmp_path / "fig4", resolution=100) == [
+        tmp_path / "fig4.png", tmp_path / "fig4.pdf"]
+    _check_png_and_pdf(tmp_path / "fig4", 400, 400)
+    figures.radius_vs_pa(tmp_path / "fig6", sigma=0.5)
+    _check_png_and_pdf(tmp_path / "fig6", 400, 300)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The hand-made Laplace file as Type 1 and (copied) as Type 2, and Cohen et al.'s file."""
+    root = tmp_path_factory.mktemp("figures")
+    type2 = root / "digits" / "laplace-type2-s0.5.tsv"
+    type2.parent.mkdir()
+    shutil.copy(HAND_MADE, type2)
+    return read_all([HAND_MADE, type2])
+
+
+@pytest.mark.parametrize("draw", ["accuracy_per_sigma", "bound_comparison_per_sigma", "envelope"])
+def test_dataset_figures(tmp_path, runs, draw):
+    grid = radius_grid(runs)
+    paths = getattr(figures, draw)(tmp_path / draw, runs, grid, "digits (n = 1000)")
+    assert paths == [tmp_path / f"{draw}.png", tmp_path / f"{draw}.pdf"]
+    _check_png_and_pdf(tmp_path / draw, 300, 400)  # two rows or a wide panel per training type
+
+
+def test_per_sigma_figure_has_a_panel_per_training_and_method(tmp_path, runs):
+    figures.accuracy_per_sigma(tmp_path / "one", runs[:1], radius_grid(runs), "t")
+    figures.accuracy_per_sigma(tmp_path / "two", runs, radius_grid(runs), "t")
+    one = matplotlib.image.imread(tmp_path / "one.png")
+    two = matplotlib.image.imread(tmp_path / "two.png")
+    assert two.shape[0] > 1.6 * one.shape[0]  # type1 and type2 rows
+    assert one.shape[1] > 3 * one.shape[0]  # four method columns side by side
