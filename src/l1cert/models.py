@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -141,9 +142,12 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        if not found:
+            raise L1CertError(f"checkpoint {path} is corrupt or not a torch file") from err
         raise L1CertError(
-            f"refusing checkpoint {path}: it holds pickled objects beyond tensors and plain data"
-            " (possibly code); nothing in it was run"
+            f"refusing checkpoint {path}: it would load {found.group(1)}, code rather "
+            "than weights; nothing in it was run"
         ) from err
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
         raise L1CertError(f"checkpoint {path} is corrupt or not a torch file ({err})") from err

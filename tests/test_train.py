@@ -1,0 +1,210 @@
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from l1cert.attacks import project_l1, smoothadv_pgd, smoothed_loss
+from l1cert.cli import main
+from l1cert.data import load_split
+from l1cert.models import load_model
+from l1cert.noise import make_noise
+from l1cert.train import TrainConfig, Type2Config, evaluate, train
+from l1cert.utils import L1CertError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # also makes runs bitwise comparable
+    yield
+    torch.set_num_threads(threads)
+
+
+def _config(**changes):
+    base = dict(dataset="digits", arch="digits_mlp", noise="laplace", sigma=0.25, epochs=10)
+    return TrainConfig(**{**base, "lr_step": 5, **changes})
+
+
+@pytest.fixture(scope="module")
+def type1_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("type1")
+    with torch.random.fork_rng():
+        torch.set_num_threads(1)
+        metrics = train(_config(), out, device="cpu")
+    return out, metrics
+
+
+def test_type1_digits_is_accurate_under_laplace_noise(type1_run):
+    out, metrics = type1_run
+    assert metrics["noise_accuracy"] >= 0.85 and metrics["clean_accuracy"] >= 0.9
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    rows = list(csv.DictReader((out / "train-log.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 11))
+    assert [float(r["lr"]) for r in rows[4:6]] == [0.1, pytest.approx(0.01)]  # StepLR
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    # The saved model is the one measured, and its meta rebuilds it.
+    model, meta = load_model(out / "model.pt")
+    assert (meta["arch"], meta["noise"], meta["sigma"], meta["training"]) == (
+        "digits_mlp", "laplace", 0.25, "type1"
+    )
+    assert meta["scale"] == pytest.approx(0.25 / 2**0.5) and meta["type2"] is None
+    again = evaluate(model, load_split("digits", "test"), make_noise("laplace", 0.25), seed=0)
+    assert again == {k: v for k, v in metrics.items() if k != "train_seconds"}
+
+
+def test_same_seed_same_weights_and_finished_runs_are_not_redone(tmp_path, type1_run):
+    out, metrics = type1_run
+    log = (out / "train-log.csv").read_text()
+    assert train(_config(), out, device="cpu") == metrics  # resumes at the end: nothing to do
+    assert (out / "train-log.csv").read_text() == log
+    other = train(_config(seed=1, epochs=2), tmp_path / "s1", device="cpu")
+    assert other != metrics
+
+
+def test_resume_refuses_other_settings(type1_run):
+    out, _ = type1_run
+    with pytest.raises(L1CertError, match="other settings \\(sigma\\)"):
+        train(_config(sigma=0.5), out, device="cpu")
+
+
+# --- type 2: SmoothAdv ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def batch_and_noise(type1_run):
+    model, _ = load_model(type1_run[0] / "model.pt")
+    test = load_split("digits", "test")
+    x, y = test.images[:64], test.labels[:64]
+    noise = make_noise("laplace", 0.25).sample_(torch.empty(4, *x.shape), torch.Generator())
+    return model, x, y, noise
+
+
+@pytest.mark.parametrize("norm, epsilon", [("linf", 0.1), ("l2", 0.5), ("l1", 2.0)])
+def test_attack_raises_the_loss_and_stays_in_its_ball(batch_and_noise, norm, epsilon):
+    model, x, y, noise = batch_and_noise
+    model.train()  # the attack must switch to eval mode itself and restore the mode after
+    x_adv = smoothadv_pgd(model, x, y, noise, norm, epsilon, steps=4)
+    assert model.training
+    model.eval()
+    with torch.no_grad():
+        before, after = smoothed_loss(model, x, y, noise), smoothed_loss(model, x_adv, y, noise)
+    assert after.mean() > before.mean() * 1.1 and (after >= before - 1e-6).float().mean() > 0.9
+    delta = (x_adv - x).flatten(1)
+    size = {"linf": delta.abs().amax(1), "l2": delta.norm(dim=1), "l1": delta.abs().sum(1)}[norm]
+    assert size.max() <= epsilon * (1 + 1e-5) and size.mean() > 0.3 * epsilon
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_type2_loss_is_at_least_the_type1_loss_on_the_same_batch_and_noise(batch_and_noise):
+    model, x, y, noise = batch_and_noise
+    x_adv = smoothadv_pgd(model, x, y, noise, "linf", 0.05, steps=1)
+    targets = y.repeat(len(noise))
+    with torch.no_grad():
+        type1 = torch.nn.functional.cross_entropy(model((x + noise).flatten(0, 1)), targets)
+        type2 = torch.nn.functional.cross_entropy(model((x_adv + noise).flatten(0, 1)), targets)
+    assert type2 >= type1
+
+
+def test_l1_projection_matches_its_definition():
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(6, 50, generator=gen) * torch.tensor([[0.01], [0.1], [1], [3], [10], [0]])
+    p = project_l1(v, 1.0)
+    assert torch.equal(p[[0, 5]], v[[0, 5]])  # already inside: unchanged
+    assert torch.allclose(p[1:5].abs().sum(1), torch.ones(4), atol=1e-5)
+    # The projection is soft thresholding: every moved coordinate moved by the same amount.
+    for row, proj in zip(v[2:5], p[2:5], strict=True):
+        kept = proj != 0
+        shrink = (row.abs() - proj.abs())[kept]
+        assert torch.allclose(shrink, shrink[0].expand_as(shrink), atol=1e-5)
+        assert (row.abs()[~kept] <= shrink[0] + 1e-6).all()
+
+
+@pytest.mark.parametrize("norm, epsilon", [("linf", 0.05), ("l1", 1.0)])
+def test_type2_trains_a_usable_model(tmp_path, norm, epsilon):
+    type2 = Type2Config(norm=norm, epsilon=epsilon, steps=2, samples=2, warmup_epochs=3)
+    metrics = train(_config(training="type2", type2=type2), tmp_path, device="cpu")
+    assert metrics["noise_accuracy"] >= 0.85
+    rows = list(csv.DictReader((tmp_path / "train-log.csv").open()))
+    assert [float(r["epsilon"]) for r in rows[:4]] == pytest.approx(
+        [epsilon / 3, 2 * epsilon / 3, epsilon, epsilon], rel=1e-5  # linear warm-up
+    )
+    _, meta = load_model(tmp_path / "model.pt")
+    assert meta["training"] == "type2" and meta["type2"]["norm"] == norm
+
+
+# --- the command line ----------------------------------------------------------------------
+
+TRAIN = ["train", "--dataset", "digits", "--arch", "digits_mlp", "--noise", "laplace"]
+TRAIN += ["--sigma", "0.25", "--epochs", "1", "--device", "cpu"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+        (["--arch", "vgg"], "unknown arch 'vgg'"),
+        (["--noise", "cauchy"], "unknown noise 'cauchy'"),
+        (["--training", "type3"], "unknown training 'type3'"),
+        (["--sigma", "-0.5"], "sigma must be a positive number"),
+        (["--epochs", "0"], "epochs must be at least 1"),
+        (["--dataset", "imagenet", "--arch", "resnet50", "--imagenet-dir", "/nonexistent"],
+         "imagenet directory /nonexistent not found"),
+        (["--type2-norm", "l3", "--training", "type2"], "unknown type2 norm"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, change, message):
+    result = CliRunner().invoke(main, [*TRAIN, *change, "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"l1cert: error: {result.stderr.strip()[15:]}"
+    assert message in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_cli_corrupt_checkpoint_exits_2_without_traceback(tmp_path):
+    (tmp_path / "checkpoint-last.pt").write_bytes(b"\x80\x02garbage")
+    cmd = [sys.executable, "-m", "l1cert.cli", *TRAIN, "--out", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("l1cert: error: checkpoint ")
+    assert "corrupt" in done.stderr
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    """SIGKILL a real `l1cert train` after its first epoch; the restart must match exactly."""
+    args = [sys.executable, "-m", "l1cert.cli", *TRAIN[:-4], "--epochs", "5", "--lr-step", "2"]
+    args += ["--training", "type2", "--type2-steps", "3", "--type2-samples", "2"]
+    args += ["--type2-warmup-epochs", "2", "--batch-size", "16", "--device", "cpu"]
+    args += ["--threads", "1"]
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    checkpoint = killed / "checkpoint-last.pt"
+    proc = subprocess.Popen([*args, "--out", str(killed)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    done_epochs = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert 1 <= done_epochs < 5 and not (killed / "model.pt").exists()
+
+    resumed = subprocess.run([*args, "--out", str(killed)], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"after epoch {done_epochs}" in resumed.stderr
+    subprocess.run([*args, "--out", str(whole)], check=True, capture_output=True)
+
+    a, _ = load_model(killed / "model.pt")
+    b, _ = load_model(whole / "model.pt")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+    logs = [list(csv.DictReader((d / "train-log.csv").open())) for d in (killed, whole)]
+    drop_time = [[{k: v for k, v in r.items() if k != "seconds"} for r in log] for log in logs]
+    assert drop_time[0] == drop_time[1] and len(logs[0]) == 5
+    metrics = [json.loads((d / "metrics.json").read_text()) for d in (killed, whole)]
+    assert metrics[0]["noise_accuracy"] == metrics[1]["noise_accuracy"]
