@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
@@ -85,6 +86,70 @@ def merge(shards, out):
 
 
 # --- data and training: data, train -------------------------------------------------------
+
+
+_DATA_OPTIONS = (
+    click.option("--root", default="data", show_default=True, help="Where datasets live."),
+    click.option("--image-size", type=int, default=32, show_default=True, help="imagefolder."),
+    click.option("--imagenet-dir", help="ImageNet root (default: $IMAGENET_DIR)."),
+)
+
+
+def _data_options(command):
+    """Where a dataset lives: shared by data and train."""
+    for option in reversed(_DATA_OPTIONS):
+        command = option(command)
+    return command
+
+
+@main.command()
+@click.option("--dataset", required=True, help="digits, cifar10, imagenet or imagefolder.")
+@_data_options
+@click.option("--manifest", required=True, help="Where to write the manifest (JSON).")
+def data(dataset, root, image_size, imagenet_dir, manifest):
+    """Fetch or verify a dataset; write its manifest (images per class, checksum)."""
+    from l1cert.data import prepare
+
+    doc = prepare(dataset, manifest, root, image_size, imagenet_dir)
+    sizes = ", ".join(f"{k} {v['images']}" for k, v in doc["splits"].items())
+    click.echo(f"{dataset}: {sizes} images; sha256 {doc['checksum']['sha256'][:16]}...", err=True)
+
+
+@main.command()
+@click.option("--dataset", required=True, help="digits, cifar10, imagenet or imagefolder.")
+@click.option("--arch", required=True, help="digits_mlp, cifar_resnet20/110 or resnet50.")
+@click.option("--noise", required=True, help="gaussian, laplace or uniform.")
+@click.option("--sigma", type=float, required=True, help="Per-coordinate std of the noise.")
+@click.option("--training", default="type1", show_default=True, help="type1 or type2.")
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=0.1, show_default=True)
+@click.option("--lr-step", type=int, default=10, show_default=True, help="Epochs per lr decay.")
+@click.option("--lr-gamma", type=float, default=0.1, show_default=True)
+@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--type2-norm", default="linf", show_default=True, help="linf, l2 or l1.")
+@click.option("--type2-epsilon", type=float, default=0.05, show_default=True)
+@click.option("--type2-steps", type=int, default=1, show_default=True, help="PGD steps T.")
+@click.option("--type2-samples", type=int, default=2, show_default=True, help="Noise draws m.")
+@click.option("--type2-warmup-epochs", type=int, default=10, show_default=True)
+@_data_options
+@click.option("--device", default="auto", show_default=True)
+@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers.")
+@click.option("--threads", type=int, help="torch threads (default: torch's own).")
+@click.option("--out", required=True, help="Output directory; rerun with it to resume.")
+def train(root, imagenet_dir, device, workers, threads, out, **options):
+    """Train a base classifier under noise (type1) or SmoothAdv (type2); rerun to resume."""
+    import torch
+
+    from l1cert.train import TrainConfig, Type2Config, train
+
+    if threads is not None:
+        torch.set_num_threads(max(threads, 1))
+    type2 = Type2Config(**{k[6:]: options.pop(k) for k in list(options) if k.startswith("type2_")})
+    metrics = train(TrainConfig(type2=type2, **options), out, root, imagenet_dir, device, workers)
+    click.echo(json.dumps(metrics), err=True)
 
 
 # --- results: report ----------------------------------------------------------------------
