@@ -39,6 +39,17 @@ class Noise:
         """Fill `out` with noise, in place, and return it."""
         raise NotImplementedError
 
+    def perturb_(
+        self,
+        out: torch.Tensor,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        scratch: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Fill `out` with x + noise (x broadcast over the batch), in place; `scratch`, a
+        tensor like `out`, spares samplers that need room an allocation."""
+        return self.sample_(out, generator).add_(x)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(sigma={self.sigma:g}, scale={self.scale:g})"
 
@@ -68,11 +79,16 @@ class Laplace(Noise):
         return self.sigma / math.sqrt(2.0)
 
     def sample_(self, out, generator=None):
-        # Inverse CDF: u ~ U(-1, 1) gives -λ·sign(u)·ln|u| ~ Laplace(0, λ).
+        return self.perturb_(out, 0.0, generator)
+
+    def perturb_(self, out, x, generator=None, scratch=None):
+        # Inverse CDF: u ~ U(-1, 1) gives -λ·sign(u)·ln|u| ~ Laplace(0, λ); six passes in all.
         out.uniform_(-1.0, 1.0, generator=generator)
-        sign = out.sign()
-        tiny = torch.finfo(out.dtype).tiny  # u = 0 has probability ~2^-24; keep it finite
-        return out.abs_().clamp_min_(tiny).log_().mul_(sign).mul_(-self.scale)
+        magnitude = torch.abs(out, out=scratch) if scratch is not None else out.abs()
+        tiny = torch.finfo(out.dtype).tiny  # u = 0 has probability ~2^-24: keep ln|u| finite
+        magnitude.clamp_min_(tiny).log_()
+        torch.copysign(magnitude, out, out=out)
+        return torch.add(torch.as_tensor(x, dtype=out.dtype), out, alpha=-self.scale, out=out)
 
 
 class Uniform(Noise):

@@ -133,18 +133,17 @@ class Smooth:
         """How often the base classifier picks each class among `num` noisy copies of x."""
         device = self._device()
         with torch.inference_mode():
-            x = x.to(device)
-            buffer = torch.empty(
-                (min(batch_size, num), *x.shape),
-                dtype=x.dtype,
-                device=device,
-                memory_format=self._memory_format(x),
-            )
+            memory_format = self._memory_format(x)
+            # x as a batch of one in the buffer's layout, so adding it broadcasts cheaply
+            x = x.to(device).unsqueeze(0).contiguous(memory_format=memory_format)
+            shape = (min(batch_size, num), *x.shape[1:])
+            buffer = torch.empty(shape, dtype=x.dtype, device=device, memory_format=memory_format)
+            scratch = torch.empty_like(buffer)
             counts = torch.zeros(self.num_classes, dtype=torch.long, device=device)
             remaining = num
             while remaining > 0:
-                batch = buffer[: min(remaining, len(buffer))]
-                self.noise.sample_(batch, generator).add_(x)
+                size = min(remaining, len(buffer))
+                batch = self.noise.perturb_(buffer[:size], x, generator, scratch[:size])
                 predictions = self.model(batch).argmax(dim=1)
                 counts += torch.bincount(predictions, minlength=self.num_classes)
                 remaining -= len(batch)
