@@ -1,0 +1,29 @@
+# l1cert: train smoothed classifiers, certify their l1 robustness, report certified accuracy.
+#   snakemake --profile workflow/profiles/default                  the default experiment
+#   snakemake --profile workflow/profiles/slurm --configfile config/paper-cifar10.yaml
+# Parameters: params.yaml (also DVC's params), overridden by --configfile; rules: workflow/rules.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/certify.smk"
+include: "workflow/rules/report.smk"
+
+
+localrules:
+    merge,
+    report,
+
+
+rule all:
+    input:
+        rules.report.output,
+    default_target: True

@@ -1,0 +1,359 @@
+"""The pipeline: the Snakemake workflow and the DVC stages over the same params.yaml.
+
+Fast checks (schema, dry runs, lint, Snakemake-vs-DVC outputs) run on copies of the project;
+the slow ones run a reduced experiment for real: through Snakemake's default profile, through
+`dvc repro` in a fresh clone, and through the team-sharing path (dvc push, a fresh clone,
+dvc pull, snakemake --touch).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow" / "schemas" / "params.schema.yaml"
+# What a clone of the project holds that the pipeline needs (src/ for DVC's code deps).
+PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore",
+                 ".dvcignore", ".dvc/config", ".dvc/.gitignore", "config", "workflow", "src"]
+ENV = {
+    **os.environ,
+    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    "DVC_NO_ANALYTICS": "1",
+    "GIT_AUTHOR_NAME": "l1cert tests",
+    "GIT_AUTHOR_EMAIL": "tests@l1cert.invalid",
+    "GIT_COMMITTER_NAME": "l1cert tests",
+    "GIT_COMMITTER_EMAIL": "tests@l1cert.invalid",
+}
+PROFILE = ["--profile", "workflow/profiles/default", "--cores", "2"]
+
+
+def run(args, cwd, check=True, env=None, timeout=600):
+    result = subprocess.run(args, cwd=cwd, env=env or ENV, capture_output=True, text=True,
+                            timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n"
+                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def params():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def make_project(path: Path, config: dict | None = None) -> Path:
+    """A git repository holding the project's files, with `config` as its params.yaml."""
+    path.mkdir(parents=True)
+    for name in PROJECT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, path / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            (path / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, path / name)
+    if config is not None:
+        (path / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    run(["git", "init", "-q", "-b", "main"], path)
+    run(["git", "add", "-A"], path)
+    run(["git", "commit", "-qm", "project"], path)
+    return path
+
+
+def snakemake_outputs(project: Path, *args: str) -> set[str]:
+    """Every output file of the DAG, from `snakemake --summary` (no job runs)."""
+    out = run(["snakemake", "--summary", *args], project).stdout
+    rows = list(csv.reader(out.splitlines(), delimiter="\t"))
+    assert rows[0][0] == "output_file"
+    return {row[0] for row in rows[1:]}
+
+
+def dvc_outputs(project: Path) -> set[str]:
+    """Every output of every stage, as DVC itself renders dvc.yaml over params.yaml."""
+    from dvc.repo import Repo
+
+    with Repo(str(project)) as repo:
+        return {os.path.relpath(out.fs_path, project)
+                for stage in repo.index.stages for out in stage.outs}
+
+
+def read_tsv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def without_time(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "time"} for row in rows]
+
+
+# --- the schema ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "config/paper-cifar10.yaml",
+                                  "config/paper-imagenet.yaml"])
+def test_shipped_configs_are_valid(name):
+    validate(yaml.safe_load((ROOT / name).read_text()), str(SCHEMA))
+
+
+def _set(config, dotted, value):
+    *parents, last = dotted.split(".")
+    for key in parents:
+        config = config[key]
+    config[last] = value
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("train.epochz", 3, "'epochz' was unexpected"),
+        ("datset", "digits", "'datset' was unexpected"),
+        ("grid.noises", ["laplace", "poisson"], "['grid']['noises'][1]"),
+        ("grid.sigmas", [0.25, 0.0], "['grid']['sigmas'][1]"),
+        ("grid.sigmas", [-1.0], "['grid']['sigmas'][0]"),
+        ("certify.shards", [], "['certify']['shards']"),
+        ("certify.shards", [0, 1], "['certify']['shards'][0]"),
+        ("certify.alpha", 1.5, "['certify']['alpha']"),
+        ("report.radii", "0,a", "['report']['radii']"),
+    ],
+)
+def test_schema_errors_name_the_key(key, value, expected):
+    config = params()
+    _set(config, key, value)
+    with pytest.raises(WorkflowError) as err:
+        validate(config, str(SCHEMA))
+    assert expected in str(err.value)
+
+
+def test_bad_config_stops_the_workflow_before_any_job(tmp_path):
+    project = make_project(tmp_path / "project")
+    (project / "bad.yaml").write_text("grid:\n  noises: [laplace, poisson]\n")
+    result = run(["snakemake", *PROFILE, "--configfile", "bad.yaml"], project, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Error validating config file" in output
+    assert "'poisson' is not one of" in output and "['grid']['noises'][1]" in output
+    assert not (project / "results").exists() and not (project / "logs").exists()
+
+    (project / "bad.yaml").write_text("certify:\n  shards: [1, 3]\n")
+    result = run(["snakemake", "-n", "--configfile", "bad.yaml"], project, check=False)
+    assert result.returncode != 0
+    assert "certify.shards must list the shard numbers 1..K" in result.stdout + result.stderr
+
+
+# --- the DAG ------------------------------------------------------------------------------
+
+
+def _models(config):
+    g = config["grid"]
+    return [f"{n}-{t}-s{s}" for n in g["noises"] for t in g["trainings"] for s in g["sigmas"]]
+
+
+@pytest.mark.parametrize("configfile", [None, "config/paper-cifar10.yaml",
+                                        "config/paper-imagenet.yaml"])
+def test_dry_run_lists_the_full_grid(tmp_path, configfile):
+    project = make_project(tmp_path / "project")
+    config = yaml.safe_load((ROOT / (configfile or "params.yaml")).read_text())
+    outputs = snakemake_outputs(project, *(["--configfile", configfile] if configfile else []))
+    dataset, shards = config["dataset"], len(config["certify"]["shards"])
+    models = _models(config)
+    assert len(models) == {None: 24, "config/paper-cifar10.yaml": 16,
+                           "config/paper-imagenet.yaml": 6}[configfile]
+    for model in models:
+        assert f"results/models/{dataset}/{model}/model.pt" in outputs
+        assert f"results/certify/{dataset}/{model}.tsv" in outputs
+        for k in range(1, shards + 1):
+            assert f"results/certify/{dataset}/{model}/shard-{k}-of-{shards}.tsv" in outputs
+    shard_files = [o for o in outputs if "/shard-" in o and o.endswith(".tsv")]
+    assert len(shard_files) == len(models) * shards
+    assert f"results/figures/{dataset}-certified-accuracy.png" in outputs
+    assert "results/metrics.json" in outputs
+
+
+def test_set_scatter_overrides_the_shards(tmp_path):
+    project = make_project(tmp_path / "project")
+    outputs = snakemake_outputs(project, "--set-scatter", "certify=3")
+    shards = {o.rsplit("/", 1)[1] for o in outputs if "/shard-" in o}
+    assert shards == {f"shard-{k}-of-3.{ext}" for k in (1, 2, 3) for ext in ("tsv", "json")}
+
+
+def test_lint_is_clean():
+    result = run(["snakemake", "--lint", "json", "--directory", str(ROOT)], ROOT)
+    lints = json.loads(result.stdout) if result.stdout.strip() else {}
+    assert not any(lints.get(kind) for kind in ("snakefiles", "rules")), lints
+    assert "good condition" in result.stderr
+
+
+@pytest.mark.parametrize("grid", [None, {"noises": ["uniform", "laplace"], "trainings": ["type2"],
+                                         "sigmas": [0.5, 1.0, 2, 0.125]}])
+def test_snakemake_and_dvc_declare_the_same_outputs(tmp_path, grid):
+    config = params()
+    if grid:
+        config["grid"] = grid
+        config["certify"]["shards"] = [1, 2, 3]
+    project = make_project(tmp_path / "project", config)
+    ours, theirs = snakemake_outputs(project), dvc_outputs(project)
+    assert ours == theirs
+    sigma_dirs = {p.split("/")[3] for p in ours if p.startswith("results/models/")}
+    assert sigma_dirs == {f"{m}" for m in _models(config)}
+
+
+# --- real runs of a reduced experiment ----------------------------------------------------
+
+
+def reduced_params() -> dict:
+    config = params()
+    config["grid"] = {"noises": ["laplace"], "trainings": ["type2"], "sigmas": [0.5]}
+    config["train"].update(epochs=2, lr_step=1)
+    config["train"]["type2"]["warmup_epochs"] = 1
+    config["certify"].update(n=200, skip=3, shards=[1, 2])
+    config["report"]["radii"] = "0,0.25,0.5"
+    return config
+
+
+MODEL = "laplace-type2-s0.5"
+MERGED = f"results/certify/digits/{MODEL}.tsv"
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    """A project copy with the reduced experiment run by `snakemake --profile ...default`."""
+    project = make_project(tmp_path_factory.mktemp("local") / "project", reduced_params())
+    commit = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
+    run(["snakemake", *PROFILE], project)
+    return project, commit
+
+
+@pytest.mark.slow
+def test_local_run_makes_real_results(local_run):
+    project, _ = local_run
+    manifest = json.loads((project / "results/data/digits.json").read_text())
+    test_images = manifest["splits"]["test"]["images"]
+    rows = read_tsv(project / MERGED)
+    assert [int(r["idx"]) for r in rows] == list(range(0, test_images, 3))
+    assert {r["noise"] for r in rows} == {"laplace"} and {r["n"] for r in rows} == {"200"}
+    assert all(float(r["radius"]) >= 0 for r in rows)
+    assert sum(int(r["correct"]) for r in rows) > len(rows) / 2  # a trained model, not chance
+    merged = json.loads((project / MERGED.replace(".tsv", ".json")).read_text())
+    assert merged["noise"] == "laplace" and merged["sigma"] == 0.5
+
+    metrics = json.loads((project / "results/metrics.json").read_text())
+    assert f"digits/{MODEL}/teng" in metrics
+    for entry in metrics.values():
+        values = [entry["clean_accuracy"], *entry["certified_accuracy"].values()]
+        assert all(0 <= v <= 1 for v in values)
+        assert values[1:] == sorted(values[1:], reverse=True)  # falls as the radius grows
+    log = (project / f"results/models/digits/{MODEL}/train-log.csv").read_text().splitlines()
+    assert len(log) == 1 + 2  # header and one row per epoch
+    assert not (project / f"results/models/digits/{MODEL}/checkpoint-last.pt").exists()
+    assert (project / "results/figures/digits-certified-accuracy.png").stat().st_size > 1000
+
+    done = run(["snakemake", "-n", *PROFILE], project)
+    assert "Nothing to be done" in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_a_shard_cut_short_resumes_and_nothing_else_reruns(local_run):
+    project, _ = local_run
+    shard = project / f"results/certify/digits/{MODEL}/shard-2-of-2.tsv"
+    model = project / f"results/models/digits/{MODEL}/model.pt"
+    before, model_mtime = read_tsv(shard), model.stat().st_mtime_ns
+    lines = shard.read_text().splitlines(keepends=True)
+    # What a killed job leaves: its first rows and a torn line, in partial/; merge and report
+    # never ran.
+    partial = shard.parent / "partial"
+    partial.mkdir(exist_ok=True)
+    (partial / shard.name).write_text("".join(lines[:6]) + lines[6][:10])
+    shutil.copy(shard.with_suffix(".json"), partial / "shard-2-of-2.json")
+    for path in (shard, shard.with_suffix(".json"), project / MERGED,
+                 project / MERGED.replace(".tsv", ".json"), project / "results/metrics.json"):
+        path.unlink()
+
+    run(["snakemake", *PROFILE], project)
+    after = read_tsv(shard)
+    assert without_time(after) == without_time(before)
+    assert [r["time"] for r in after[:5]] == [r["time"] for r in before[:5]]  # kept, not redone
+    assert model.stat().st_mtime_ns == model_mtime
+    assert not any(partial.iterdir())
+    assert without_time(read_tsv(project / MERGED))[-1] == without_time(before)[-1]
+
+
+@pytest.mark.slow
+def test_dvc_repro_gives_the_same_certificates(local_run, tmp_path):
+    project, commit = local_run
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    run(["git", "checkout", "-q", commit], clone)
+    run(["dvc", "repro"], clone)
+    for name in (MERGED, f"results/certify/digits/{MODEL}/shard-1-of-2.tsv"):
+        assert without_time(read_tsv(clone / name)) == without_time(read_tsv(project / name))
+    assert json.loads((clone / "results/metrics.json").read_text()) == json.loads(
+        (project / "results/metrics.json").read_text())
+    assert "up to date" in run(["dvc", "status"], clone).stdout
+    assert "up to date" in run(["dvc", "repro"], clone).stdout  # nothing reruns
+
+
+@pytest.mark.slow
+def test_results_are_shared_through_a_dvc_remote(local_run, tmp_path):
+    project, _ = local_run
+    remote = tmp_path / "remote"
+    # The team member who ran the pipeline records and pushes the results ...
+    run(["dvc", "commit", "--force"], project)
+    run(["dvc", "remote", "add", "--default", "shared", str(remote)], project)
+    run(["git", "add", "dvc.lock", ".dvc/config"], project)
+    run(["git", "commit", "-qm", "results"], project)
+    run(["dvc", "push"], project)
+    assert "up to date" in run(["dvc", "status"], project).stdout
+
+    # ... and a colleague's fresh clone pulls them and has nothing left to compute.
+    clone = tmp_path / "colleague"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    assert not (clone / "results").exists()
+    run(["dvc", "pull"], clone)
+    assert read_tsv(clone / MERGED) == read_tsv(project / MERGED)
+    run(["snakemake", "--touch", "--cores", "1"], clone)
+    done = run(["snakemake", "-n", *PROFILE], clone)
+    assert "Nothing to be done" in done.stdout + done.stderr
+    assert "up to date" in run(["dvc", "status"], clone).stdout
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+def _failing_data_rule(tmp_path, config_changes, env=None):
+    config = reduced_params()
+    config.update(config_changes)
+    project = make_project(tmp_path / "project", config)
+    result = run(["snakemake", *PROFILE], project, check=False, env=env)
+    assert result.returncode != 0
+    log = (project / f"logs/data/{config['dataset']}.log").read_text()
+    assert f"logs/data/{config['dataset']}.log" in result.stderr  # the log is named
+    return log
+
+
+@pytest.mark.slow
+def test_a_missing_dataset_ends_with_the_cause_in_the_log(tmp_path):
+    log = _failing_data_rule(tmp_path, {"dataset": "imagefolder",
+                                        "data": {"root": "nowhere", "image_size": 8}})
+    assert "l1cert: error:" in log and "nowhere/imagefolder" in log
+    assert "Traceback" not in log
+
+
+@pytest.mark.slow
+def test_an_unreachable_download_ends_with_the_cause_in_the_log(tmp_path):
+    # A proxy nobody listens on: the download fails at once, with or without internet.
+    proxy = "http://127.0.0.1:9"
+    env = {**ENV, "http_proxy": proxy, "https_proxy": proxy, "HTTP_PROXY": proxy,
+           "HTTPS_PROXY": proxy, "no_proxy": "", "NO_PROXY": ""}
+    log = _failing_data_rule(tmp_path, {"dataset": "cifar10"}, env=env)
+    assert "l1cert: error: CIFAR-10 could not be downloaded" in log
+    assert "Traceback" not in log

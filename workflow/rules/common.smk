@@ -1,0 +1,68 @@
+# Validation, wildcards and paths shared by every rule.
+
+import re
+from pathlib import Path
+
+from l1cert.report import expected_outputs
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+
+validate(config, "../schemas/params.schema.yaml")
+
+DATASET = config["dataset"]
+GRID = config["grid"]
+SHARDS = config["certify"]["shards"]
+
+if sorted(SHARDS) != list(range(1, len(SHARDS) + 1)):
+    raise WorkflowError(f"certify.shards must list the shard numbers 1..K once each, not {SHARDS}")
+
+
+wildcard_constraints:
+    dataset=DATASET,
+    noise="|".join(GRID["noises"]),
+    training="|".join(GRID["trainings"]),
+    sigma="|".join(re.escape(str(s)) for s in GRID["sigmas"]),
+
+
+scattergather:
+    certify=len(SHARDS),
+
+
+# A model is named <noise>-<training>-s<sigma>, sigma written as Python's str() writes it
+# (0.5, 1.0): the same text DVC's ${item.sigma} gives, so both engines agree on paths.
+MANIFEST = "results/data/{dataset}.json"
+MODEL_DIR = "results/models/{dataset}/{noise}-{training}-s{sigma}"
+CERTIFY = "results/certify/{dataset}/{noise}-{training}-s{sigma}"
+# Every file `l1cert report --out-dir results` writes.
+REPORT = [str(path) for path in expected_outputs("results", [DATASET])]
+
+
+def data_options(wildcards=None):
+    """Where the dataset lives, for every command that reads it (ImageNet: $IMAGENET_DIR)."""
+    return f"--root {config['data']['root']} --image-size {config['data']['image_size']}"
+
+
+def grid(pattern):
+    """`pattern` for every model of the grid."""
+    return expand(
+        pattern,
+        dataset=DATASET,
+        noise=GRID["noises"],
+        training=GRID["trainings"],
+        sigma=GRID["sigmas"],
+    )
+
+
+def in_report(path):
+    """Figures and tables go into Snakemake's HTML report, each with its caption."""
+    path = Path(path)
+    if path.parent.name == "figures" and path.suffix == ".png":
+        category = "figures"
+    elif path.parent.name == "tables" and path.suffix == ".csv":
+        category = "tables"
+    else:
+        return str(path)
+    caption = f"../../results/captions/{path.stem}.rst"  # relative to workflow/rules/
+    return report(str(path), caption=caption, category=category)
