@@ -168,11 +168,10 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, change, message):
 
 def test_cli_corrupt_checkpoint_exits_2_without_traceback(tmp_path):
     (tmp_path / "checkpoint-last.pt").write_bytes(b"\x80\x02garbage")
-    cmd = [sys.executable, "-m", "l1cert.cli", *TRAIN, "--out", str(tmp_path)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith("l1cert: error: checkpoint ")
-    assert "corrupt" in done.stderr
+    result = CliRunner().invoke(main, [*TRAIN, "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.strip().splitlines()[-1].startswith("l1cert: error: checkpoint ")
+    assert "corrupt" in result.stderr and not (tmp_path / "model.pt").exists()
 
 
 @pytest.mark.slow

@@ -8,10 +8,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
+import sys
 import urllib.error
 from pathlib import Path
 from typing import NamedTuple
@@ -103,8 +105,9 @@ def _cifar10(root: Path, split: str, augment: bool) -> Dataset:
     folder = root / "cifar10"
     steps = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
     transform = transforms.Compose([*(steps if augment else []), transforms.ToTensor()])
-    try:
-        return CIFAR10(folder, train=split == "train", download=True, transform=transform)
+    try:  # torchvision reports its download on stdout; progress belongs on stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            return CIFAR10(folder, train=split == "train", download=True, transform=transform)
     except (RuntimeError, urllib.error.URLError, OSError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise L1CertError(

@@ -178,17 +178,8 @@ def _train_epoch(model, loader, optimizer, noise, noise_rng, config, epoch, devi
                file=sys.stderr, unit="batch")
     for x, y in bar:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if config.training == "type1":
-            inputs = x + noise.sample_(torch.empty_like(x), noise_rng)
-        else:
-            draws = noise.sample_(x.new_empty((t2.samples, *x.shape)), noise_rng)
-            x = smoothadv_pgd(model, x, y, draws, t2.norm, epsilon, t2.steps)
-            inputs, y = (x.unsqueeze(0) + draws).flatten(0, 1), y.repeat(t2.samples)
-        logits = model(inputs)
-        loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        type2 = t2 if config.training == "type2" else None
+        loss, logits, y = train_step(model, optimizer, x, y, noise, noise_rng, type2, epsilon)
         total_loss += loss.item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         count += len(y)
@@ -201,6 +192,22 @@ def _train_epoch(model, loader, optimizer, noise, noise_rng, config, epoch, devi
         "epsilon": epsilon,
         "seconds": time.perf_counter() - started,
     }
+
+
+def train_step(model, optimizer, x, y, noise, noise_rng, type2=None, epsilon=0.0):
+    """One SGD step on noisy inputs (type2 given: SmoothAdv's m adversarial noisy copies)."""
+    if type2 is None:
+        inputs = x + noise.sample_(torch.empty_like(x), noise_rng)
+    else:
+        draws = noise.sample_(x.new_empty((type2.samples, *x.shape)), noise_rng)
+        x = smoothadv_pgd(model, x, y, draws, type2.norm, epsilon, type2.steps)
+        inputs, y = (x.unsqueeze(0) + draws).flatten(0, 1), y.repeat(type2.samples)
+    logits = model(inputs)
+    loss = F.cross_entropy(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), logits.detach(), y
 
 
 @torch.no_grad()

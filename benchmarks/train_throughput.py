@@ -1,0 +1,78 @@
+"""Training throughput of cifar_resnet20 on the CPU, through the training loop's own step.
+
+1. Type 1 images/s, channels_last against the default (contiguous NCHW) memory format.
+2. The cost of a Type 2 (SmoothAdv) step relative to a Type 1 step, for m = 2, T = 1 and
+   m = 4, T = 10 (m noise draws per example, T PGD steps).
+
+Inputs are random CIFAR-shaped batches: throughput does not depend on pixel values.
+Run: python benchmarks/train_throughput.py [--threads N] [--batch-size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from l1cert.data import CIFAR10_MEAN, CIFAR10_STD
+from l1cert.models import build_model
+from l1cert.noise import make_noise
+from l1cert.train import Type2Config, train_step
+
+
+class Trainer:
+    """A fresh cifar_resnet20 with its optimizer; `step()` times one real training step."""
+
+    def __init__(self, batch_size, memory_format=torch.contiguous_format, type2=None):
+        torch.manual_seed(0)
+        model = build_model("cifar_resnet20", 10, [3, 32, 32], CIFAR10_MEAN, CIFAR10_STD)
+        self.model = model.to(memory_format=memory_format).train()
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        self.noise, self.rng = make_noise("laplace", 0.25), torch.Generator().manual_seed(0)
+        self.x = torch.rand(batch_size, 3, 32, 32).contiguous(memory_format=memory_format)
+        self.y = torch.randint(0, 10, (batch_size,))
+        self.type2 = type2
+
+    def step(self) -> float:
+        started = time.perf_counter()
+        train_step(self.model, self.optimizer, self.x, self.y, self.noise, self.rng,
+                   self.type2, epsilon=0.05)
+        return time.perf_counter() - started
+
+
+def fastest(trainers, steps):
+    """Best step time of each trainer over interleaved rounds (robust to a busy machine)."""
+    best = [float("inf")] * len(trainers)
+    for _ in range(steps):
+        for i, trainer in enumerate(trainers):
+            best[i] = min(best[i], trainer.step())
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    b = args.batch_size
+    print(f"cifar_resnet20, CPU, {args.threads} threads, batch {b}, torch {torch.__version__}")
+
+    trainers = [Trainer(b), Trainer(b, torch.channels_last)]
+    fastest(trainers, 1)  # warm up
+    default, last = fastest(trainers, 6)
+    print("Type 1 training, images/s (fastest of 6 interleaved steps):")
+    print(f"  default (NCHW)   {b / default:8.1f}")
+    print(f"  channels_last    {b / last:8.1f}   ratio vs default: {default / last:.2f}x")
+
+    print("Type 2 step time relative to a Type 1 step (baseline: Type 1, default format):")
+    for samples, steps, repeats in ((2, 1, 3), (4, 10, 2)):
+        type2 = Type2Config(norm="l1", epsilon=0.05, steps=steps, samples=samples)
+        (cost,) = fastest([Trainer(b, type2=type2)], repeats)
+        # m(T+1) forward-backward passes over the batch: T attack steps plus the update.
+        print(f"  m={samples}, T={steps:<2}  {cost:7.3f} s/step  {cost / default:6.1f}x Type 1"
+              f"  ({b / cost:.1f} images/s; passes: {samples * (steps + 1)}x)")
+
+if __name__ == "__main__":
+    main()
