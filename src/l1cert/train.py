@@ -34,6 +34,7 @@ from l1cert.utils import L1CertError, atomic_path, atomic_write_text, resolve_de
 
 TRAININGS = ("type1", "type2")
 CHECKPOINT_FORMAT = "l1cert-train/1"
+OUTPUTS = ("model.pt", "train-log.csv", "metrics.json", "checkpoint-last.pt")
 LOG_FIELDS = ("epoch", "lr", "loss", "accuracy", "epsilon", "seconds")
 
 
@@ -123,6 +124,9 @@ def train(
     )
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_gamma)
     log: list[dict] = []
+    for name in OUTPUTS:  # half-written files of a killed run (atomic writes' temporaries)
+        for stale in out.glob(f".{name}.*.tmp"):
+            stale.unlink()
     start = _resume(out / "checkpoint-last.pt", config, model, optimizer, scheduler, log, device)
 
     loader_rng = torch.Generator()
