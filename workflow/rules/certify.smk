@@ -3,7 +3,8 @@
 # A shard is certified into partial/ and moved onto its declared outputs only once complete.
 # Snakemake and DVC delete a job's declared outputs before running it, so a shard cut short
 # (failure, preemption, Ctrl-C) keeps its rows in partial/, where the rerun of
-# `l1cert certify` resumes them.
+# `l1cert certify` resumes them. Were the certify params or the model changed in between,
+# certify refuses that partial file with a message saying so: delete it to start afresh.
 
 
 rule certify:
