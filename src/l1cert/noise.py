@@ -8,9 +8,10 @@ tensor's device from a `torch.Generator`, and names the certificates that apply 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
+if TYPE_CHECKING:  # the noise table is read without torch (report, workflow); samplers import it
+    import torch
 
 from l1cert.utils import L1CertError
 
@@ -82,6 +83,8 @@ class Laplace(Noise):
         return self.perturb_(out, 0.0, generator)
 
     def perturb_(self, out, x, generator=None, scratch=None):
+        import torch
+
         # Inverse CDF: u ~ U(-1, 1) gives -λ·sign(u)·ln|u| ~ Laplace(0, λ); six passes in all.
         out.uniform_(-1.0, 1.0, generator=generator)
         magnitude = torch.abs(out, out=scratch) if scratch is not None else out.abs()

@@ -7,8 +7,10 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: `l1cert --help` and the workflow stay quick
+    import torch
 
 
 class L1CertError(Exception):
@@ -17,6 +19,8 @@ class L1CertError(Exception):
 
 def resolve_device(name: str = "auto") -> torch.device:
     """`auto` picks CUDA when present, else the CPU; anything else is passed to torch."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
