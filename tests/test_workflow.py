@@ -262,6 +262,24 @@ def test_local_run_makes_real_results(local_run):
 
 
 @pytest.mark.slow
+def test_report_views_for_snakemake_and_dvc(local_run, tmp_path):
+    project, _ = local_run
+    html = tmp_path / "report.html"
+    run(["snakemake", "--report", str(html)], project)
+    text = html.read_text()
+    for caption in (project / "results/captions").glob("*.rst"):
+        first_words = " ".join(caption.read_text().split()[:4])
+        assert first_words in text, f"caption {caption.name} missing from the HTML report"
+    assert "digits-certified-accuracy.png" in text and "certified-accuracy.csv" in text
+
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
+    report_metrics = shown[""]["data"]["results/metrics.json"]["data"]
+    assert report_metrics == json.loads((project / "results/metrics.json").read_text())
+    plots = run(["dvc", "plots", "show", "--json"], project).stdout
+    assert "results/plots/digits-teng.csv" in plots
+
+
+@pytest.mark.slow
 def test_a_shard_cut_short_resumes_and_nothing_else_reruns(local_run):
     project, _ = local_run
     shard = project / f"results/certify/digits/{MODEL}/shard-2-of-2.tsv"
