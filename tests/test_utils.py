@@ -1,0 +1,29 @@
+"""Shared helpers: atomic writes."""
+
+import os
+import stat
+
+import pytest
+
+from l1cert.utils import atomic_path, atomic_write_text
+
+
+def test_atomic_write_replaces_the_file_with_usual_permissions(tmp_path):
+    target = tmp_path / "sub" / "out.txt"
+    atomic_write_text(target, "old")
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
+    assert [p.name for p in target.parent.iterdir()] == ["out.txt"]  # no temporary left
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("computed")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "computed"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
