@@ -30,6 +30,28 @@ def main() -> None:
 # --- certification: radius, certify, merge ------------------------------------------------
 
 
+_DATA_OPTIONS = (
+    click.option("--root", default="data", show_default=True, help="Where datasets live."),
+    click.option("--image-size", type=int, default=32, show_default=True, help="imagefolder."),
+    click.option("--imagenet-dir", help="ImageNet root (default: $IMAGENET_DIR)."),
+)
+
+
+def _data_options(command):
+    """Where a dataset lives: shared by certify, data and train."""
+    for option in reversed(_DATA_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _set_threads(threads: int | None) -> None:
+    """Torch's CPU threads; a pipeline running jobs side by side gives each its cores."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(threads, 1))
+
+
 @main.command()
 @click.option("--noise", required=True, help="gaussian, laplace or uniform.")
 @click.option("--sigma", type=float, required=True, help="Per-coordinate std of the noise.")
@@ -48,9 +70,7 @@ def radius(noise, sigma, pa, pb, bounds):
 @click.option("--model", "model_path", required=True, help="Checkpoint (model.pt).")
 @click.option("--dataset", help="Dataset (default: the checkpoint's).")
 @click.option("--split", default="test", show_default=True)
-@click.option("--root", default="data", show_default=True)
-@click.option("--image-size", type=int, default=32, show_default=True)
-@click.option("--imagenet-dir")
+@_data_options
 @click.option("--noise", help="Smoothing noise (default: the checkpoint's).")
 @click.option("--sigma", type=float, help="Noise std (default: the checkpoint's).")
 @click.option("--n0", type=int, default=100, show_default=True, help="Selection draws.")
@@ -66,12 +86,9 @@ def radius(noise, sigma, pa, pb, bounds):
 @click.option("--out", required=True, help="Output TSV (sidecar: same path, .json).")
 def certify(model_path, threads, out, max_points, **options):
     """Certify a test split (or one shard of it) into a TSV; rerun to resume."""
-    import torch
-
     from l1cert.shards import certify_to_tsv
 
-    if threads is not None:
-        torch.set_num_threads(max(threads, 1))
+    _set_threads(threads)
     certify_to_tsv(model_path, out, max_points=max_points, **options)
 
 
@@ -86,20 +103,6 @@ def merge(shards, out):
 
 
 # --- data and training: data, train -------------------------------------------------------
-
-
-_DATA_OPTIONS = (
-    click.option("--root", default="data", show_default=True, help="Where datasets live."),
-    click.option("--image-size", type=int, default=32, show_default=True, help="imagefolder."),
-    click.option("--imagenet-dir", help="ImageNet root (default: $IMAGENET_DIR)."),
-)
-
-
-def _data_options(command):
-    """Where a dataset lives: shared by data and train."""
-    for option in reversed(_DATA_OPTIONS):
-        command = option(command)
-    return command
 
 
 @main.command()
@@ -141,12 +144,9 @@ def data(dataset, root, image_size, imagenet_dir, manifest):
 @click.option("--out", required=True, help="Output directory; rerun with it to resume.")
 def train(root, imagenet_dir, device, workers, threads, out, **options):
     """Train a base classifier under noise (type1) or SmoothAdv (type2); rerun to resume."""
-    import torch
-
     from l1cert.train import TrainConfig, Type2Config, train
 
-    if threads is not None:
-        torch.set_num_threads(max(threads, 1))
+    _set_threads(threads)
     type2 = Type2Config(**{k[6:]: options.pop(k) for k in list(options) if k.startswith("type2_")})
     metrics = train(TrainConfig(type2=type2, **options), out, root, imagenet_dir, device, workers)
     click.echo(json.dumps(metrics), err=True)
