@@ -27,14 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from l1cert.certify_format import COHEN_COLUMNS, RUN_COLUMNS, columns, sidecar_path
 from l1cert.noise import NOISES
 from l1cert.utils import L1CertError, atomic_write_text
 
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
-COHEN_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
-SETTING_COLUMNS = ("noise", "sigma", "scale", "n0", "n", "alpha")
-OUR_COLUMNS = COHEN_COLUMNS + SETTING_COLUMNS + ("count", "pa_lower")
-EXTRA_COLUMNS = {"laplace": ("count_b", "pb_upper")}
 KNOWN_DATASETS = ("digits", "cifar10", "imagenet", "imagefolder", "mnist")
 TRAINING_ORDER = ("type1", "type2")
 # The curves of the per-dataset figures: (noise of the model, bound), as in the paper's Figs. 7-8.
@@ -86,11 +83,6 @@ class Certificates:
     @property
     def bounds(self) -> tuple[str, ...]:
         return tuple(self.radii)
-
-
-def sidecar_path(path: Path) -> Path:
-    """The settings JSON beside a certify file: x.tsv -> x.json, otherwise x -> x.json."""
-    return path.with_suffix(".json") if path.suffix == ".tsv" else Path(f"{path}.json")
 
 
 def _read_sidecar(path: Path) -> dict:
@@ -216,7 +208,7 @@ def read_certificates(path: str | Path) -> Certificates:
     if cohen_format:
         row_settings = {}
     else:
-        missing = [c for c in OUR_COLUMNS if c not in header]
+        missing = [c for c in COHEN_COLUMNS + RUN_COLUMNS if c not in header]
         if missing:
             raise L1CertError(f"{path}: missing column(s) {', '.join(missing)}")
         row_settings = {
@@ -247,7 +239,7 @@ def read_certificates(path: str | Path) -> Certificates:
         bounds = {NOISES[noise].bounds[0]: "radius"}
     else:
         bounds = {b: f"radius_{b}" for b in NOISES[noise].bounds}
-        missing = [c for c in (*bounds.values(), *EXTRA_COLUMNS.get(noise, ())) if c not in header]
+        missing = [c for c in columns(noise) if c not in header]
         if missing:
             raise L1CertError(f"{path}: missing column(s) {', '.join(missing)} for {noise} noise")
 

@@ -21,34 +21,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from l1cert import certificates
+from l1cert.certify_format import columns, sidecar_path
 from l1cert.noise import Noise, make_noise
 from l1cert.smoothing import ABSTAIN, Certificate, Smooth
 from l1cert.utils import L1CertError, atomic_path, atomic_write_text, resolve_device
 
 SIDECAR_FORMAT = "l1cert-certify/1"
 
-# Cohen et al.'s certify.py columns, then ours; then one radius_<bound> per bound of the noise.
-COHEN_COLUMNS = ["idx", "label", "predict", "radius", "correct", "time"]
-RUN_COLUMNS = ["noise", "sigma", "scale", "n0", "n", "alpha", "count", "pa_lower"]
-
 # Settings every shard of one certification shares; merge refuses shards that differ on them.
 SHARED_SETTINGS = (
     "model_sha256", "dataset", "split", "dataset_size", "num_classes", "noise", "sigma",
     "scale", "n0", "n", "alpha", "seed", "skip", "max", "shards", "columns",
 )  # fmt: skip
-
-
-def columns(noise: Noise) -> list[str]:
-    """The TSV header for a noise (laplace adds count_b and pb_upper for teng_multiclass)."""
-    cols = COHEN_COLUMNS + RUN_COLUMNS + [f"radius_{bound}" for bound in noise.bounds]
-    if any(certificates.BOUNDS[bound].uses_pb for bound in noise.bounds):
-        cols += ["count_b", "pb_upper"]
-    return cols
-
-
-def sidecar_path(tsv: str | os.PathLike) -> Path:
-    return Path(tsv).with_suffix(".json")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -169,7 +153,7 @@ def certify_to_tsv(
         "shards": total,
         "points": len(block),
         "total_points": len(indices),
-        "columns": columns(smooth_noise),
+        "columns": columns(smooth_noise.name),
     }
     done = _prepare_output(out, settings)
     smooth = Smooth(model, settings["num_classes"], smooth_noise)
@@ -197,14 +181,17 @@ def certify_to_tsv(
 
 
 def format_row(idx, label, cert: Certificate, elapsed, noise: Noise, n0, n, alpha) -> str:
-    correct = int(cert.prediction != ABSTAIN and cert.prediction == label)
-    fields = [idx, label, cert.prediction, _num(cert.radius), correct, f"{elapsed:.4f}"]
-    fields += [noise.name, f"{noise.sigma:g}", _num(noise.scale), n0, n, f"{alpha:g}"]
-    fields += [cert.count, _num(cert.pa_lower)]
-    fields += [_num(cert.radii[bound]) for bound in noise.bounds]
-    if any(certificates.BOUNDS[bound].uses_pb for bound in noise.bounds):
-        fields += [cert.count_b, _num(cert.pb_upper)]
-    return "\t".join(str(field) for field in fields) + "\n"
+    """One TSV line, its fields in the order of `columns(noise)`."""
+    values = {
+        "idx": idx, "label": label, "predict": cert.prediction, "radius": _num(cert.radius),
+        "correct": int(cert.prediction != ABSTAIN and cert.prediction == label),
+        "time": f"{elapsed:.4f}", "noise": noise.name, "sigma": f"{noise.sigma:g}",
+        "scale": _num(noise.scale), "n0": n0, "n": n, "alpha": f"{alpha:g}",
+        "count": cert.count, "pa_lower": _num(cert.pa_lower),
+        "count_b": cert.count_b, "pb_upper": _num(cert.pb_upper),
+        **{f"radius_{bound}": _num(radius) for bound, radius in cert.radii.items()},
+    }  # fmt: skip
+    return "\t".join(str(values[name]) for name in columns(noise.name)) + "\n"
 
 
 def _num(value: float) -> str:
