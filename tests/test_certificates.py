@@ -119,3 +119,18 @@ def test_half_space_soundness_and_tightness(name, margin_in_scales):
     # the other bounds of the noise are sound (never beyond the tight radius)
     for bound in noise.bounds:
         assert C.radius(bound, name, scale, p) <= radius * (1 + 1e-9)
+
+
+def test_theorem1_beats_dp_exactly_on_remark2_interval():
+    rng = np.random.default_rng(0)
+    pa = rng.uniform(0.0, 1.0, 20000)
+    pb = rng.uniform(0.0, 1.0, 20000) * np.minimum(pa, 1.0 - pa)  # admissible: pb ≤ pa, pa+pb ≤ 1
+    # Remark 2: better iff (1−2p(1−p) − √(1−4p(1−p)))/(2p) ≤ pB ≤ (1−2p(1−p) + √(…))/(2p).
+    root = np.sqrt(1.0 - 4.0 * pa * (1.0 - pa))
+    low = (1.0 - 2.0 * pa * (1.0 - pa) - root) / (2.0 * pa)
+    high = (1.0 - 2.0 * pa * (1.0 - pa) + root) / (2.0 * pa)
+    clear = (np.abs(pb - low) > 1e-6) & (np.abs(pb - high) > 1e-6) & (pa - pb > 1e-6)
+    beats = C.thm1_beats_dp(pa, pb)
+    assert np.array_equal(beats[clear], ((low < pb) & (pb < high))[clear])
+    assert beats.any() and not beats.all()
+    assert not beats[pa < 0.5].any()

@@ -7,15 +7,16 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import read_table, without_time
 
 from l1cert import data, models
+from l1cert.certify_format import file_sha256
 from l1cert.cli import main
-from l1cert.shards import certify_to_tsv, file_sha256
+from l1cert.shards import certify_to_tsv, partial_path
 
 torch.set_num_threads(1)
 
@@ -36,16 +37,6 @@ def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "model.pt"
     models.save_model(path, model, meta)
     return path
-
-
-def read_table(path: Path) -> list[dict]:
-    header, *lines = path.read_text().splitlines()
-    names = header.split("\t")
-    return [dict(zip(names, line.split("\t"), strict=True)) for line in lines]
-
-
-def without_time(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "time"} for row in rows]
 
 
 def run_cli(*args: str):
@@ -232,6 +223,7 @@ def test_radius_prints_every_bound_of_the_noise():
 def test_resume_after_sigkill(checkpoint, tmp_path):
     """Kill a real `l1cert certify` mid-run, tear its last line, restart: same table as one run."""
     out = tmp_path / "killed.tsv"
+    partial = partial_path(out)
     args = [
         sys.executable, "-m", "l1cert.cli", "certify", "--model", str(checkpoint),
         "--n0", "50", "--n", "10000", "--batch", "1000", "--seed", "3", "--max", "30",
@@ -241,14 +233,14 @@ def test_resume_after_sigkill(checkpoint, tmp_path):
     proc = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if out.exists() and len(out.read_text().splitlines()) >= 6:  # header + 5 rows
+        if partial.exists() and len(partial.read_text().splitlines()) >= 6:  # header + 5 rows
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done_before = len(out.read_text().splitlines()) - 1
-    assert 5 <= done_before < 30, "the run must be killed mid-way"
-    with open(out, "a") as f:  # what a kill in the middle of a write leaves behind
+    done_before = len(partial.read_text().splitlines()) - 1
+    assert 5 <= done_before < 30 and not out.exists(), "the run must be killed mid-way"
+    with open(partial, "a") as f:  # what a kill in the middle of a write leaves behind
         f.write("28\t4\t")
 
     subprocess.run(args, env=env, check=True, stderr=subprocess.DEVNULL)

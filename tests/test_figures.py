@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import matplotlib
 import matplotlib.image
-import numpy as np
 import pytest
 
 from l1cert import figures
-from l1cert.report import radius_grid, read_all
+from l1cert.analysis import radius_grid, read_all
 
 DATA = Path(__file__).parent / "data"
 HAND_MADE = DATA / "certify" / "digits" / "laplace-type1-s0.5.tsv"
-
-
-def test_headless_backend():
-    assert matplotlib.get_backend().lower() == "agg"
-
-
-def test_theorem1_beats_dp_exactly_on_remark2_interval():
-    rng = np.random.default_rng(0)
-    pa = rng.uniform(0.0, 1.0, 20000)
-    pb = rng.uniform(0.0, 1.0, 20000) * np.minimum(pa, 1.0 - pa)  # admissible: pb ≤ pa, pa+pb ≤ 1
-    # Remark 2: better iff (1−2p(1−p) − √(1−4p(1−p)))/(2p) ≤ pB ≤ (1−2p(1−p) + √(…))/(2p).
-    root = np.sqrt(1.0 - 4.0 * pa * (1.0 - pa))
-    low = (1.0 - 2.0 * pa * (1.0 - pa) - root) / (2.0 * pa)
-    high = (1.0 - 2.0 * pa * (1.0 - pa) + root) / (2.0 * pa)
-    clear = (np.abs(pb - low) > 1e-6) & (np.abs(pb - high) > 1e-6) & (pa - pb > 1e-6)
-    beats = figures.thm1_beats_dp(pa, pb)
-    assert np.array_equal(beats[clear], ((low < pb) & (pb < high))[clear])
-    assert beats.any() and not beats.all()
-    assert not beats[pa < 0.5].any()
 
 
 def _check_png_and_pdf(stem: Path, min_width: int, min_height: int) -> None:
@@ -60,6 +41,9 @@ def runs(tmp_path_factory):
     type2 = root / "digits" / "laplace-type2-s0.5.tsv"
     type2.parent.mkdir()
     shutil.copy(HAND_MADE, type2)
+    side = json.loads(HAND_MADE.with_suffix(".json").read_text())
+    side.update(training="type2", model_name="laplace-type2-s0.5")
+    type2.with_suffix(".json").write_text(json.dumps(side))
     return read_all([HAND_MADE, type2])
 
 

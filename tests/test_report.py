@@ -12,17 +12,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import write_certify_file
 
-from l1cert.cli import main
-from l1cert.report import (
+from l1cert import certify_format as fmt
+from l1cert.analysis import (
     accuracy_rows,
     certified_accuracy,
     envelopes,
-    expected_outputs,
     radius_grid,
     read_all,
     read_certificates,
 )
+from l1cert.cli import main
+from l1cert.report import expected_outputs
+from l1cert.utils import L1CertError
 
 DATA = Path(__file__).parent / "data"
 HAND_MADE = DATA / "certify" / "digits" / "laplace-type1-s0.5.tsv"
@@ -39,35 +42,28 @@ EXPECTED = {
 }
 
 
-def synthetic_file(path: Path, noise: str, sigma: float, points: int = 40, seed: int = 0) -> Path:
+def synthetic_file(path: Path, noise: str, sigma: float, points: int = 40, seed: int = 0,
+                   training: str = "type1") -> Path:
     """A certify file in our format with random radii (for properties, not exact numbers)."""
     from l1cert.noise import NOISES
 
     rng = np.random.default_rng(seed)
-    bounds = NOISES[noise].bounds
-    header = ["idx", "label", "predict", "radius", "correct", "time", "noise", "sigma", "scale",
-              "n0", "n", "alpha", "count", "pa_lower", *(f"radius_{b}" for b in bounds)]
-    if noise == "laplace":
-        header += ["count_b", "pb_upper"]
-    lines = ["\t".join(header)]
+    rows = []
     for idx in range(points):
-        label = int(rng.integers(10))
+        label = int(rng.integers(9))
         predict = -1 if rng.random() < 0.15 else (label if rng.random() < 0.8 else label + 1)
-        radii = [0.0 if predict == -1 else float(rng.exponential(sigma)) for _ in bounds]
-        row = [idx, label, predict, radii[0], int(predict == label), 0.1, noise, sigma,
-               NOISES[noise](sigma).scale, 100, 1000, 0.001, 900, 0.9, *radii]
-        if noise == "laplace":
-            row += [50, 0.06]
-        lines.append("\t".join(map(str, row)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
+        radii = {f"radius_{b}": 0.0 if predict == -1 else float(rng.exponential(sigma))
+                 for b in NOISES[noise].bounds}
+        rows.append({"idx": idx, "label": label, "predict": predict,
+                     "correct": int(predict == label), **radii})
+    return write_certify_file(path, noise, sigma, rows, dataset=path.parent.name,
+                              training=training)
 
 
 def synthetic_grid(root: Path, dataset: str = "digits") -> list[Path]:
     return [
         synthetic_file(root / dataset / f"{noise}-{training}-s{sigma}.tsv", noise, sigma,
-                       seed=seed)
+                       seed=seed, training=training)
         for seed, (noise, training, sigma) in enumerate(
             (n, t, s) for n in ("laplace", "gaussian", "uniform") for t in ("type1", "type2")
             for s in (0.25, 0.5, 1.0))
@@ -86,13 +82,32 @@ def test_hand_made_file_is_read_with_its_identity():
     assert run.correct.tolist() == [True, True, False, False, True, True]
 
 
-def test_training_comes_from_the_checkpoint_path_in_the_sidecar(tmp_path):
-    target = tmp_path / "merged.tsv"
+def test_identity_comes_from_the_sidecar_not_the_path(tmp_path):
+    target = tmp_path / "cifar10" / "gaussian-type1-s0.25.tsv"
+    target.parent.mkdir()
     shutil.copy(HAND_MADE, target)
-    target.with_suffix(".json").write_text(json.dumps(
-        {"dataset": "digits", "model": "results/models/digits/laplace-type2-s0.5/model.pt"}))
+    side = json.loads(HAND_MADE.with_suffix(".json").read_text())
+    side.update(training="type2", model_name="imported-resnet")
+    target.with_suffix(".json").write_text(json.dumps(side))
     run = read_certificates(target)
-    assert (run.dataset, run.training, run.model) == ("digits", "type2", "laplace-type2-s0.5")
+    assert (run.dataset, run.noise, run.training, run.model) == (
+        "digits", "laplace", "type2", "imported-resnet")
+
+
+def test_our_file_without_its_sidecar_is_refused(tmp_path):
+    target = tmp_path / "laplace-type1-s0.5.tsv"
+    shutil.copy(HAND_MADE, target)
+    with pytest.raises(L1CertError, match="without its sidecar"):
+        read_certificates(target)
+
+
+def test_a_tsv_that_does_not_match_its_sidecar_is_refused(tmp_path):
+    target = tmp_path / "laplace-type1-s0.5.tsv"
+    shutil.copy(HAND_MADE.with_suffix(".json"), target.with_suffix(".json"))
+    lines = HAND_MADE.read_text().splitlines(keepends=True)
+    target.write_text("".join(lines[:-1]))  # a row fewer than the sidecar says
+    with pytest.raises(L1CertError, match="does not match its sidecar"):
+        read_certificates(target)
 
 
 def test_cohen_six_column_file_is_gaussian_cohen_with_sigma_from_path():
@@ -105,13 +120,13 @@ def test_cohen_six_column_file_is_gaussian_cohen_with_sigma_from_path():
         0.5, 0.25, 0.25]
 
 
-def test_cohen_file_sidecar_sets_training_and_noise(tmp_path):
+def test_cohen_file_takes_dataset_and_label_from_the_caller(tmp_path):
     target = tmp_path / "sigma_0.25"
     shutil.copy(COHEN, target)
-    (tmp_path / "sigma_0.25.json").write_text(
-        json.dumps({"dataset": "cifar10", "noise": "laplace", "training": "type2"}))
-    run = read_certificates(target)
-    assert (run.noise, run.training, run.bounds) == ("laplace", "type2", ("teng",))
+    run = read_certificates(target, dataset="cifar10", label="cohen")
+    assert (run.dataset, run.training, run.noise, run.model) == (
+        "cifar10", "cohen", "gaussian", "gaussian-cohen-s0.25")
+    assert read_certificates(target).dataset == "unknown"  # nothing in its path says
 
 
 # --- tables, metrics, envelope ------------------------------------------------------------
@@ -252,12 +267,12 @@ def _edit(text: str, case: str) -> str:
 BAD_CASES = {
     "empty": "empty",
     "header only": "no certified points",
-    "short row": "line 4 has 7 fields",
+    "short row": ":4: malformed row (7 fields",
     "torn last line": "truncated",
     "mixed sigma": "mixed settings: column sigma",
     "mixed n": "mixed settings: column n ",
     "missing column": "missing column(s) radius_lecuyer",
-    "not a number": "is not a number",
+    "not a number": "radius_teng 'x' is not a radius",
 }
 
 
@@ -266,6 +281,10 @@ def test_bad_file_gives_one_line_naming_file_and_problem(tmp_path, case):
     bad = tmp_path / "digits" / "laplace-type1-s0.5.tsv"
     bad.parent.mkdir()
     bad.write_text(_edit(HAND_MADE.read_text(), case))
+    side = json.loads(HAND_MADE.with_suffix(".json").read_text())
+    if bad.read_text().endswith("\n") and bad.read_text().count("\n") > 1:
+        side = fmt.seal(bad, side, bad.read_text().count("\n") - 1)  # the rows are the test
+    bad.with_suffix(".json").write_text(json.dumps(side))
     result = CliRunner().invoke(main, ["report", str(bad), "--out-dir", str(tmp_path / "o")])
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()  # progress lines, then the error
@@ -279,7 +298,8 @@ def test_sidecar_disagreeing_with_rows_is_mixed_settings(tmp_path):
     target = tmp_path / "digits" / "laplace-type1-s0.5.tsv"
     target.parent.mkdir()
     shutil.copy(HAND_MADE, target)
-    target.with_suffix(".json").write_text(json.dumps({"sigma": 0.25, "dataset": "digits"}))
+    side = json.loads(HAND_MADE.with_suffix(".json").read_text())
+    target.with_suffix(".json").write_text(json.dumps({**side, "sigma": 0.25}))
     result = CliRunner().invoke(main, ["report", str(target), "--out-dir", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "mixed settings" in result.stderr and "sigma" in result.stderr
@@ -289,6 +309,7 @@ def test_same_model_twice_is_refused(tmp_path):
     copy = tmp_path / "x" / "digits" / "laplace-type1-s0.5.tsv"
     copy.parent.mkdir(parents=True)
     shutil.copy(HAND_MADE, copy)
+    shutil.copy(HAND_MADE.with_suffix(".json"), copy.with_suffix(".json"))
     result = CliRunner().invoke(main, ["report", str(HAND_MADE), str(copy), "--out-dir",
                                        str(tmp_path / "o")])
     assert result.exit_code == 2 and "same dataset and model" in result.stderr

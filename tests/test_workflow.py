@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import read_table, without_time
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -85,15 +86,6 @@ def dvc_outputs(project: Path) -> set[str]:
     with Repo(str(project)) as repo:
         return {os.path.relpath(out.fs_path, project)
                 for stage in repo.index.stages for out in stage.outs}
-
-
-def read_tsv(path: Path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f, delimiter="\t"))
-
-
-def without_time(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "time"} for row in rows]
 
 
 # --- the schema ---------------------------------------------------------------------------
@@ -238,7 +230,7 @@ def test_local_run_makes_real_results(local_run):
     project, _ = local_run
     manifest = json.loads((project / "results/data/digits.json").read_text())
     test_images = manifest["splits"]["test"]["images"]
-    rows = read_tsv(project / MERGED)
+    rows = read_table(project / MERGED)
     assert [int(r["idx"]) for r in rows] == list(range(0, test_images, 3))
     assert {r["noise"] for r in rows} == {"laplace"} and {r["n"] for r in rows} == {"200"}
     assert all(float(r["radius"]) >= 0 for r in rows)
@@ -284,7 +276,7 @@ def test_a_shard_cut_short_resumes_and_nothing_else_reruns(local_run):
     project, _ = local_run
     shard = project / f"results/certify/digits/{MODEL}/shard-2-of-2.tsv"
     model = project / f"results/models/digits/{MODEL}/model.pt"
-    before, model_mtime = read_tsv(shard), model.stat().st_mtime_ns
+    before, model_mtime = read_table(shard), model.stat().st_mtime_ns
     lines = shard.read_text().splitlines(keepends=True)
     # What a killed job leaves: its first rows and a torn line, in partial/; merge and report
     # never ran.
@@ -297,12 +289,12 @@ def test_a_shard_cut_short_resumes_and_nothing_else_reruns(local_run):
         path.unlink()
 
     run(["snakemake", *PROFILE], project)
-    after = read_tsv(shard)
+    after = read_table(shard)
     assert without_time(after) == without_time(before)
     assert [r["time"] for r in after[:5]] == [r["time"] for r in before[:5]]  # kept, not redone
     assert model.stat().st_mtime_ns == model_mtime
     assert not any(partial.iterdir())
-    assert without_time(read_tsv(project / MERGED))[-1] == without_time(before)[-1]
+    assert without_time(read_table(project / MERGED))[-1] == without_time(before)[-1]
 
 
 @pytest.mark.slow
@@ -313,11 +305,19 @@ def test_dvc_repro_gives_the_same_certificates(local_run, tmp_path):
     run(["git", "checkout", "-q", commit], clone)
     run(["dvc", "repro"], clone)
     for name in (MERGED, f"results/certify/digits/{MODEL}/shard-1-of-2.tsv"):
-        assert without_time(read_tsv(clone / name)) == without_time(read_tsv(project / name))
+        assert without_time(read_table(clone / name)) == without_time(read_table(project / name))
     assert json.loads((clone / "results/metrics.json").read_text()) == json.loads(
         (project / "results/metrics.json").read_text())
     assert "up to date" in run(["dvc", "status"], clone).stdout
     assert "up to date" in run(["dvc", "repro"], clone).stdout  # nothing reruns
+
+    # A changed radius formula makes certify, merge and report stale, and training not.
+    code = clone / "src/l1cert/certificates.py"
+    code.write_text(code.read_text().replace("np.log(2.0 * (1.0 - p))", "np.log(2.0 * (1 - p))"))
+    stale = run(["dvc", "status"], clone).stdout
+    assert {"certify@", "merge@", "report:"} <= {s for s in ("certify@", "merge@", "report:",
+                                                             "train@") if s in stale}, stale
+    assert "train@" not in stale, stale
 
 
 @pytest.mark.slow
@@ -337,7 +337,7 @@ def test_results_are_shared_through_a_dvc_remote(local_run, tmp_path):
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
     assert not (clone / "results").exists()
     run(["dvc", "pull"], clone)
-    assert read_tsv(clone / MERGED) == read_tsv(project / MERGED)
+    assert read_table(clone / MERGED) == read_table(project / MERGED)
     run(["snakemake", "--touch", "--cores", "1"], clone)
     done = run(["snakemake", "-n", *PROFILE], clone)
     assert "Nothing to be done" in done.stdout + done.stderr
@@ -375,3 +375,14 @@ def test_an_unreachable_download_ends_with_the_cause_in_the_log(tmp_path):
     log = _failing_data_rule(tmp_path, {"dataset": "cifar10"}, env=env)
     assert "l1cert: error: CIFAR-10 could not be downloaded" in log
     assert "Traceback" not in log
+
+
+def test_dvc_stages_depend_on_all_the_code_they_run():
+    from l1cert.provenance import command_closure, module_file
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        command = stage["cmd"].split()[1]  # "l1cert <command> ..."
+        code = {d for d in stage["deps"] if d.startswith("src/")}
+        needed = {str(module_file(m).relative_to(ROOT)) for m in command_closure(command)}
+        assert code == needed, f"stage {name}: missing {needed - code}, extra {code - needed}"

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-NORMS = ("linf", "l2", "l1")
+from l1cert.names import NORMS
+
 L1_STEP_FRACTION = 0.05  # the l1 step moves the top 5% |gradient| coordinates of each example
 
 

@@ -1,16 +1,29 @@
-"""The certify output that other tools read (DESIGN.md §3): its columns and its sidecar.
+"""The certify output that other tools read (DESIGN.md §3): its columns, rows and sidecar.
 
-Shared by the writer (`l1cert.shards`) and the readers (`l1cert.report`); free of torch, so
-reading results stays quick.
+One file owns the format: the writer (`format_row`, `write_sidecar`, `publish`) and the reader
+(`read_rows`, `read_sidecar`) sit side by side and share one strictness, used by certify's
+resume, merge and the report. Free of torch, so reading results stays quick.
+
+A complete TSV and its sidecar are published as a pair: the sidecar records the TSV's row
+count and sha256, and readers refuse a TSV that does not match its sidecar (a crash between
+the two renames, or a hand-edited file).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from l1cert.certificates import BOUNDS
 from l1cert.noise import NOISES
+from l1cert.utils import L1CertError, atomic_write_text
+
+SIDECAR_FORMAT = "l1cert-certify/1"
+ABSTAIN = -1
 
 # Cohen et al.'s certify.py columns, then ours; then one radius_<bound> per bound of the noise.
 COHEN_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
@@ -31,3 +44,149 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     appended (Cohen et al.'s files have no suffix, and `sigma_0.25` is not a suffix)."""
     path = Path(path)
     return path.with_suffix(".json") if path.suffix == ".tsv" else Path(f"{path}.json")
+
+
+# --- rows ----------------------------------------------------------------------------------
+
+
+def format_row(values: dict, noise: str) -> str:
+    """One TSV line from {column: value}, in the order of `columns(noise)`; floats as %.10g."""
+    text = {k: f"{v:.10g}" if isinstance(v, float) else str(v) for k, v in values.items()}
+    return "\t".join(text[name] for name in columns(noise)) + "\n"
+
+
+@dataclass(frozen=True)
+class Table:
+    """A certify file read back: its header and {idx: fields} in file order."""
+
+    path: Path
+    header: list[str]
+    rows: dict[int, list[str]]
+
+    def column(self, name: str, kind=float) -> list:
+        at = self.header.index(name)
+        return [kind(fields[at]) for fields in self.rows.values()]
+
+    def lines(self) -> dict[int, str]:
+        return {idx: "\t".join(fields) for idx, fields in self.rows.items()}
+
+
+def read_rows(path: str | os.PathLike, num_classes: int | None = None, torn: str = "error"
+              ) -> Table:
+    """Read and validate a certify TSV (ours or Cohen et al.'s six columns).
+
+    Every row: as many fields as the header, idx a non-negative integer seen once, label and
+    predict integers (predict in [-1, num_classes) when the class count is known), every radius
+    finite and ≥ 0, and `correct` equal to (predict == label, predict ≠ -1). `torn="drop"`
+    ignores a last line without its newline (a run killed mid-write) instead of refusing it.
+    """
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode()
+    except FileNotFoundError:
+        raise L1CertError(f"{path}: no such certify file") from None
+    except IsADirectoryError:
+        raise L1CertError(f"{path}: is a directory, not a certify file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise L1CertError(f"{path}: unreadable ({err})") from None
+    if text and not text.endswith("\n"):
+        if torn != "drop":
+            raise L1CertError(f"{path}: truncated: the last line has no newline (torn write?)")
+        text = text[: text.rfind("\n") + 1]
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise L1CertError(f"{path}: empty file (no header, no rows)")
+    header = lines[0].split("\t")
+    missing = [c for c in COHEN_COLUMNS if c not in header]
+    if missing:
+        raise L1CertError(f"{path}: missing column(s) {', '.join(missing)}")
+    check = _row_checker(path, header, num_classes)
+    rows: dict[int, list[str]] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        idx = check(number, fields)
+        if idx in rows:
+            raise L1CertError(f"{path}:{number}: test point {idx} appears twice")
+        rows[idx] = fields
+    return Table(path, header, rows)
+
+
+def _row_checker(path: Path, header: list[str], num_classes: int | None):
+    at = {name: header.index(name) for name in ("idx", "label", "predict", "correct")}
+    radii = [i for i, name in enumerate(header) if name == "radius" or name.startswith("radius_")]
+
+    def check(number: int, fields: list[str]) -> int:
+        where = f"{path}:{number}"
+        if len(fields) != len(header):
+            raise L1CertError(
+                f"{where}: malformed row ({len(fields)} fields, the header has {len(header)})"
+            )
+        try:
+            idx, label, predict, correct = (int(fields[at[c]]) for c in at)
+        except ValueError:
+            raise L1CertError(f"{where}: idx, label, predict, correct must be integers") from None
+        if idx < 0:
+            raise L1CertError(f"{where}: negative idx {idx}")
+        if predict < ABSTAIN or (num_classes is not None and predict >= num_classes):
+            raise L1CertError(f"{where}: predict {predict} is not a class or -1")
+        if correct != int(predict != ABSTAIN and predict == label):
+            raise L1CertError(f"{where}: correct {correct} disagrees with predict and label")
+        for i in radii:
+            try:
+                value = float(fields[i])
+            except ValueError:
+                value = math.nan
+            if not (math.isfinite(value) and value >= 0):
+                raise L1CertError(f"{where}: {header[i]} {fields[i]!r} is not a radius")
+        return idx
+
+    return check
+
+
+# --- sidecar -------------------------------------------------------------------------------
+
+
+def read_sidecar(path: str | os.PathLike, required: bool = True) -> dict:
+    """The sidecar of certify file `path` ({} if it has none and `required` is false)."""
+    side = sidecar_path(path)
+    try:
+        settings = json.loads(side.read_bytes().decode())
+    except FileNotFoundError:
+        if not required:
+            return {}
+        raise L1CertError(f"sidecar {side} not found (each certify TSV needs its .json)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise L1CertError(f"cannot read sidecar {side}: {err}") from None
+    if not isinstance(settings, dict) or settings.get("format") != SIDECAR_FORMAT:
+        raise L1CertError(f"{side} is not an l1cert certify sidecar ({SIDECAR_FORMAT})")
+    return settings
+
+
+def write_sidecar(path: str | os.PathLike, settings: dict) -> None:
+    atomic_write_text(sidecar_path(path), json.dumps(settings, indent=2) + "\n")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def seal(path: str | os.PathLike, settings: dict, rows: int) -> dict:
+    """`settings` plus the row count and digest of the finished TSV at `path`."""
+    return {**settings, "rows": rows, "tsv_sha256": file_sha256(path)}
+
+
+def check_sealed(path: str | os.PathLike, settings: dict, table: Table) -> None:
+    """Refuse a published TSV that is not the one its sidecar describes."""
+    if "tsv_sha256" not in settings:
+        raise L1CertError(f"{sidecar_path(path)} belongs to an unfinished run (no digest)")
+    if len(table.rows) != settings.get("rows") or file_sha256(path) != settings["tsv_sha256"]:
+        raise L1CertError(
+            f"{path} does not match its sidecar (rows or sha256 differ): the pair was not "
+            "published together; rerun the command that made it"
+        )

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from l1cert.names import DEFAULT_RADII
 from l1cert.utils import L1CertError
 
 
@@ -47,9 +48,11 @@ def _data_options(command):
 def _set_threads(threads: int | None) -> None:
     """Torch's CPU threads; a pipeline running jobs side by side gives each its cores."""
     if threads is not None:
+        if threads < 1:
+            raise L1CertError(f"--threads must be at least 1, got {threads}")
         import torch
 
-        torch.set_num_threads(max(threads, 1))
+        torch.set_num_threads(threads)
 
 
 @main.command()
@@ -118,25 +121,25 @@ def data(dataset, root, image_size, imagenet_dir, manifest):
     click.echo(f"{dataset}: {sizes} images; sha256 {doc['checksum']['sha256'][:16]}...", err=True)
 
 
+def _train_options(command):
+    """One option per field of TrainConfig (type2's as --type2-<name>): flags, defaults and
+    help come from the dataclass. Each also answers to the spelling the pipeline passes on,
+    the params.yaml key itself (--batch_size, --type2.norm), as DVC's ${train} writes it."""
+    from l1cert.train_config import cli_fields
+
+    for name, field in reversed(cli_fields()):
+        key = name.replace("type2_", "type2.", 1) if name.startswith("type2_") else name
+        flags = [f"--{name.replace('_', '-')}"] + ([f"--{key}"] if "_" in name else [])
+        kind = {"int": int, "float": float}.get(str(field.type), str)
+        required = field.default is None
+        default = None if required else field.default
+        command = click.option(*flags, name, type=kind, default=default, required=required,
+                               show_default=not required, help=field.metadata.get("help"))(command)
+    return command
+
+
 @main.command()
-@click.option("--dataset", required=True, help="digits, cifar10, imagenet or imagefolder.")
-@click.option("--arch", required=True, help="digits_mlp, cifar_resnet20/110 or resnet50.")
-@click.option("--noise", required=True, help="gaussian, laplace or uniform.")
-@click.option("--sigma", type=float, required=True, help="Per-coordinate std of the noise.")
-@click.option("--training", default="type1", show_default=True, help="type1 or type2.")
-@click.option("--epochs", type=int, default=30, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=0.1, show_default=True)
-@click.option("--lr-step", type=int, default=10, show_default=True, help="Epochs per lr decay.")
-@click.option("--lr-gamma", type=float, default=0.1, show_default=True)
-@click.option("--momentum", type=float, default=0.9, show_default=True)
-@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--type2-norm", default="linf", show_default=True, help="linf, l2 or l1.")
-@click.option("--type2-epsilon", type=float, default=0.05, show_default=True)
-@click.option("--type2-steps", type=int, default=1, show_default=True, help="PGD steps T.")
-@click.option("--type2-samples", type=int, default=2, show_default=True, help="Noise draws m.")
-@click.option("--type2-warmup-epochs", type=int, default=10, show_default=True)
+@_train_options
 @_data_options
 @click.option("--device", default="auto", show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers.")
@@ -144,11 +147,11 @@ def data(dataset, root, image_size, imagenet_dir, manifest):
 @click.option("--out", required=True, help="Output directory; rerun with it to resume.")
 def train(root, imagenet_dir, device, workers, threads, out, **options):
     """Train a base classifier under noise (type1) or SmoothAdv (type2); rerun to resume."""
-    from l1cert.train import TrainConfig, Type2Config, train
+    from l1cert.train import train
+    from l1cert.train_config import from_options
 
     _set_threads(threads)
-    type2 = Type2Config(**{k[6:]: options.pop(k) for k in list(options) if k.startswith("type2_")})
-    metrics = train(TrainConfig(type2=type2, **options), out, root, imagenet_dir, device, workers)
+    metrics = train(from_options(options), out, root, imagenet_dir, device, workers)
     click.echo(json.dumps(metrics), err=True)
 
 
@@ -158,16 +161,18 @@ def train(root, imagenet_dir, device, workers, threads, out, **options):
 @main.command()
 @click.argument("certify_files", nargs=-1, required=True)
 @click.option("--out-dir", required=True, help="Writes tables/, figures/, plots/, captions/ here.")
-@click.option("--radii", default="0,0.25,0.5,0.75,1,1.5,2,3", show_default=True,
+@click.option("--radii", default=",".join(f"{r:g}" for r in DEFAULT_RADII), show_default=True,
               help="Comma-separated l1 radii of the tables and metrics.")
 @click.option("--metrics", help="metrics JSON path (default: OUT_DIR/metrics.json).")
 @click.option("--fig6-sigma", type=float, default=0.5, show_default=True,
               help="Noise std of the radius-against-pA figure.")
-def report(certify_files, out_dir, radii, metrics, fig6_sigma):
+@click.option("--dataset", help="Dataset of Cohen et al.'s six-column files (default: path).")
+@click.option("--label", help="Training label of Cohen et al.'s six-column files.")
+def report(certify_files, out_dir, radii, metrics, fig6_sigma, dataset, label):
     """Tables, figures, metrics and plot data from merged certify files (no model needed)."""
     from l1cert.report import build_report, parse_radii
 
-    build_report(certify_files, out_dir, parse_radii(radii), metrics, fig6_sigma)
+    build_report(certify_files, out_dir, parse_radii(radii), metrics, fig6_sigma, dataset, label)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from l1cert.names import DATASETS, check_choice
 from l1cert.utils import L1CertError, atomic_write_text
-
-DATASETS = ("digits", "cifar10", "imagenet", "imagefolder")
 
 # Per-channel statistics of the training sets (CIFAR-10 values as in Cohen et al.).
 CIFAR10_MEAN, CIFAR10_STD = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]
@@ -41,8 +40,7 @@ class DatasetInfo(NamedTuple):
 
 
 def check_name(name: str) -> None:
-    if name not in DATASETS:
-        raise L1CertError(f"unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
+    check_choice("dataset", name, DATASETS)
 
 
 def _split_name(name: str, split: str) -> str:

@@ -1,6 +1,6 @@
 """The paper's figures, headless (matplotlib Agg), each written as PNG and PDF.
 
-Radii come from `l1cert.certificates` and curves from `l1cert.report`, so a figure shows exactly
+Radii come from `l1cert.certificates` and curves from `l1cert.analysis`, so a figure shows exactly
 what the tables say.
 """
 
@@ -18,18 +18,23 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from l1cert import certificates  # noqa: E402
+from l1cert.analysis import Certificates, certified_accuracy, envelopes  # noqa: E402
+from l1cert.names import TRAININGS  # noqa: E402
 from l1cert.noise import NOISES  # noqa: E402
-from l1cert.report import (  # noqa: E402
-    ACCURACY_LABEL,
-    BOUND_LABELS,
-    FIGURE_METHODS,
-    RADIUS_LABEL,
-    TRAINING_ORDER,
-    Certificates,
-    certified_accuracy,
-    envelopes,
-)
 from l1cert.utils import atomic_path  # noqa: E402
+
+# The curves of the per-dataset figures: (noise of the model, bound), as in the paper's Figs. 7-8.
+FIGURE_METHODS = (("laplace", "teng"), ("laplace", "lecuyer"), ("gaussian", "cohen"),
+                  ("uniform", "uniform"))
+BOUND_LABELS = {
+    "teng": "Laplace, Thm 2 (teng)",
+    "lecuyer": "Laplace, Lecuyer et al. (DP)",
+    "teng_multiclass": "Laplace, Thm 1 (teng_multiclass)",
+    "cohen": "Gaussian, Cohen et al.",
+    "uniform": "Uniform, Yang et al.",
+}
+RADIUS_LABEL = "ℓ1 radius r (pixel units, inputs in [0, 1])"
+ACCURACY_LABEL = "approximate certified accuracy"
 
 BOUND_COLORS = {"teng": "tab:red", "lecuyer": "tab:green", "teng_multiclass": "tab:orange",
                 "cohen": "tab:blue", "uniform": "tab:purple"}
@@ -48,27 +53,12 @@ def save(fig, stem: Path) -> list[Path]:
     return paths
 
 
-# --- the certificates themselves (pure math) ----------------------------------------------
-
-
-def thm1_beats_dp(pa, pb) -> np.ndarray:
-    """Where Theorem 1's radius exceeds the DP bound λ/2·ln(p̲A/p̄B) (λ cancels; use λ = 1).
-
-    The DP bound with a free p̄B equals `lecuyer` at p̲A/(p̲A + p̄B), whose odds are p̲A/p̄B.
-    """
-    pa, pb = np.asarray(pa, dtype=float), np.asarray(pb, dtype=float)
-    theorem1 = certificates.teng_multiclass(pa, pb, 1.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dp = certificates.lecuyer(pa / (pa + pb), 1.0)
-    return (pa > pb) & (theorem1 > dp * (1 + 1e-9) + 1e-12)  # 1 − p̲A/(p̲A + p̄B) rounds
-
-
 def bound_comparison(stem: Path, resolution: int = 400) -> list[Path]:
     """Fig. 4: which bound is larger over the admissible (p̲A, p̄B) triangle."""
     axis = (np.arange(resolution) + 0.5) / resolution
     pa, pb = np.meshgrid(axis, axis)
     admissible = (pb < pa) & (pa + pb <= 1.0)
-    region = np.where(admissible, np.where(thm1_beats_dp(pa, pb), 2, 1), 0)
+    region = np.where(admissible, np.where(certificates.thm1_beats_dp(pa, pb), 2, 1), 0)
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
     ax.imshow(region, origin="lower", extent=(0, 1, 0, 1), interpolation="nearest",
               cmap=ListedColormap(["whitesmoke", "tab:green", "tab:red"]), vmin=0, vmax=2)
@@ -107,7 +97,7 @@ def radius_vs_pa(stem: Path, sigma: float) -> list[Path]:
 
 def _trainings(runs: Sequence[Certificates]) -> list[str]:
     present = {r.training for r in runs}
-    return [t for t in TRAINING_ORDER if t in present] + sorted(present - set(TRAINING_ORDER))
+    return [t for t in TRAININGS if t in present] + sorted(present - set(TRAININGS))
 
 
 def _sigmas(runs: Sequence[Certificates]) -> list:

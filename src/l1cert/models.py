@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from l1cert.names import ARCHITECTURES, check_choice
 from l1cert.utils import L1CertError, atomic_path
 
 FORMAT = "l1cert-model/1"
@@ -106,14 +107,14 @@ def resnet50(input_shape: list[int], num_classes: int) -> nn.Module:
     return torchvision_resnet50(weights=None, num_classes=num_classes)
 
 
+# The builders, under the names of `l1cert.names.ARCHITECTURES`.
 ARCHS: dict[str, Callable[[list[int], int], nn.Module]] = {
-    f.__name__: f for f in (digits_mlp, cifar_resnet20, cifar_resnet110, resnet50)
+    name: globals()[name] for name in ARCHITECTURES
 }
 
 
 def check_arch(arch: str) -> None:
-    if arch not in ARCHS:
-        raise L1CertError(f"unknown arch {arch!r} (choose from {', '.join(ARCHS)})")
+    check_choice("arch", arch, ARCHITECTURES)
 
 
 def build_model(

@@ -1,37 +1,48 @@
 """Sharded, resumable certification of a test split, and the merge of its shards.
 
-One TSV row per test point (DESIGN.md §3), flushed and fsync'd as it is made, so a run killed at
-any moment resumes where it stopped. Beside each TSV a JSON sidecar (same path, suffix .json)
-records the run's settings; a restart must match them, and `merge_shards` checks them across
-shards. The noise for test point `idx` comes from a generator seeded by (seed, idx), so merged
-shards equal a single run.
+`certify_to_tsv` writes one TSV row per test point into a partial file (`partial/` beside
+`--out`), flushed and fsync'd as it is made, so a run killed at any moment resumes where it
+stopped; when every point is done it seals the sidecar (row count, digest) and moves both onto
+`--out`. Pipeline engines delete a job's declared outputs before running it, which is why the
+rows in progress live elsewhere. One writer at a time: an exclusive lock beside the partial
+file. The sidecar records the settings and the code that decides the rows; a restart or a
+merge under other settings or other code is refused. The noise for test point `idx` comes from
+a generator seeded by (seed, idx), so merged shards equal a single run.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
+import fcntl
 import math
 import os
+import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from l1cert.certify_format import columns, sidecar_path
+from l1cert import certify_format as fmt
 from l1cert.noise import Noise, make_noise
-from l1cert.smoothing import ABSTAIN, Certificate, Smooth
-from l1cert.utils import L1CertError, atomic_path, atomic_write_text, resolve_device
-
-SIDECAR_FORMAT = "l1cert-certify/1"
+from l1cert.provenance import code_digest
+from l1cert.smoothing import Certificate, Smooth
+from l1cert.utils import (
+    L1CertError,
+    atomic_path,
+    atomic_write_text,
+    check_memory,
+    resolve_device,
+)
 
 # Settings every shard of one certification shares; merge refuses shards that differ on them.
 SHARED_SETTINGS = (
-    "model_sha256", "dataset", "split", "dataset_size", "num_classes", "noise", "sigma",
-    "scale", "n0", "n", "alpha", "seed", "skip", "max", "shards", "columns",
+    "model_sha256", "model_name", "training", "dataset", "split", "dataset_size",
+    "num_classes", "noise", "sigma", "scale", "n0", "n", "alpha", "seed", "skip", "max",
+    "shards", "columns", "code",
 )  # fmt: skip
 
 
@@ -65,8 +76,8 @@ def point_generator(seed: int, idx: int, device: torch.device) -> torch.Generato
 
 
 def check_arguments(sigma, n0, n, alpha, batch, seed, skip, max_points) -> None:
-    if sigma is not None and not (float(sigma) > 0 and math.isfinite(sigma)):
-        raise L1CertError(f"--sigma must be positive, got {sigma}")
+    if sigma is not None and not (math.isfinite(sigma) and sigma > 0):
+        raise L1CertError(f"--sigma must be a positive number, got {sigma}")
     if not 0 < alpha < 1:
         raise L1CertError(f"--alpha must lie strictly between 0 and 1, got {alpha}")
     for name, value in (("--n0", n0), ("--n", n), ("--batch", batch), ("--skip", skip)):
@@ -74,16 +85,14 @@ def check_arguments(sigma, n0, n, alpha, batch, seed, skip, max_points) -> None:
             raise L1CertError(f"{name} must be at least 1, got {value}")
     if seed < 0:
         raise L1CertError(f"--seed must be non-negative, got {seed}")
-    if max_points < -1:
-        raise L1CertError(f"--max must be -1 (all) or a count, got {max_points}")
+    if max_points < -1 or max_points == 0:
+        raise L1CertError(f"--max must be -1 (all) or a positive count, got {max_points}")
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def partial_path(out: str | os.PathLike) -> Path:
+    """Where the rows of `out` grow until it is complete: partial/<name> beside it."""
+    out = Path(out)
+    return out.parent / "partial" / out.name
 
 
 # --- certify -------------------------------------------------------------------------------
@@ -120,8 +129,7 @@ def certify_to_tsv(
     check_arguments(sigma, n0, n, alpha, batch, seed, skip, max_points)
     k, total = parse_shard(shard if isinstance(shard, str) else f"{shard[0]}/{shard[1]}")
     model_path, out = Path(model_path), Path(out)
-    if not model_path.is_file():
-        raise L1CertError(f"cannot read checkpoint {model_path}: no such file")
+    _check_out(out)
     device = resolve_device(device)
     model, meta = models.load_model(model_path, device)
     dataset = dataset or meta["dataset"]
@@ -129,17 +137,14 @@ def certify_to_tsv(
     test_set = data.load_split(dataset, split, root, image_size, imagenet_dir)
     indices = select_indices(len(test_set), skip, max_points)
     block = shard_block(indices, k, total)
-
     settings = {
-        "format": SIDECAR_FORMAT,
+        "format": fmt.SIDECAR_FORMAT,
+        **_identity(meta, dataset, smooth_noise),
         "model": str(model_path),
-        "model_sha256": file_sha256(model_path),
-        "dataset": dataset,
+        "model_sha256": fmt.file_sha256(model_path),
         "split": split,
         "dataset_size": len(test_set),
         "num_classes": int(meta["num_classes"]),
-        "noise": smooth_noise.name,
-        "sigma": smooth_noise.sigma,
         "scale": smooth_noise.scale,
         "bounds": list(smooth_noise.bounds),
         "n0": n0,
@@ -153,129 +158,177 @@ def certify_to_tsv(
         "shards": total,
         "points": len(block),
         "total_points": len(indices),
-        "columns": columns(smooth_noise.name),
+        "columns": fmt.columns(smooth_noise.name),
+        "code": code_digest(__name__),
     }
-    done = _prepare_output(out, settings)
-    smooth = Smooth(model, settings["num_classes"], smooth_noise)
-    todo = [idx for idx in block if idx not in done]
-    bar = tqdm(
-        total=len(block),
-        initial=len(block) - len(todo),
-        desc=f"certify {dataset} {smooth_noise.name} sigma={smooth_noise.sigma:g} "
-        f"shard {k}/{total} ({n} draws/point)",
-        unit="point",
-        file=sys.stderr,
-        disable=not progress,
-    )
-    with open(out, "a") as f, bar:
-        for idx in todo:
-            x, label = test_set[idx]
-            start = time.perf_counter()
-            cert = smooth.certify(x, n0, n, alpha, batch, point_generator(seed, idx, device))
-            elapsed = time.perf_counter() - start
-            f.write(format_row(idx, int(label), cert, elapsed, smooth_noise, n0, n, alpha))
-            f.flush()
-            os.fsync(f.fileno())
-            bar.update()
+    if _already_complete(out, settings):
+        return out
+    check_memory(meta["input_shape"], 2 * min(batch, max(n, n0)), device)  # buffer, scratch
+    partial = partial_path(out)
+    with exclusive_lock(partial):
+        done = _prepare_partial(partial, settings)
+        smooth = Smooth(model, settings["num_classes"], smooth_noise)
+        todo = [idx for idx in block if idx not in done]
+        bar = tqdm(
+            total=len(block),
+            initial=len(block) - len(todo),
+            desc=f"certify {dataset} {smooth_noise.name} sigma={smooth_noise.sigma:g} "
+            f"shard {k}/{total} ({n} draws/point)",
+            unit="point",
+            file=sys.stderr,
+            disable=not progress,
+        )
+        with open(partial, "a") as f, bar:
+            for idx in todo:
+                x, label = test_set[idx]
+                start = time.perf_counter()
+                cert = smooth.certify(x, n0, n, alpha, batch, point_generator(seed, idx, device))
+                elapsed = time.perf_counter() - start
+                f.write(fmt.format_row(row_values(idx, int(label), cert, elapsed, settings),
+                                       smooth_noise.name))  # fmt: skip
+                f.flush()
+                os.fsync(f.fileno())
+                bar.update()
+        _publish(partial, out, settings, len(block))
     return out
 
 
-def format_row(idx, label, cert: Certificate, elapsed, noise: Noise, n0, n, alpha) -> str:
-    """One TSV line, its fields in the order of `columns(noise)`."""
-    values = {
-        "idx": idx, "label": label, "predict": cert.prediction, "radius": _num(cert.radius),
-        "correct": int(cert.prediction != ABSTAIN and cert.prediction == label),
-        "time": f"{elapsed:.4f}", "noise": noise.name, "sigma": f"{noise.sigma:g}",
-        "scale": _num(noise.scale), "n0": n0, "n": n, "alpha": f"{alpha:g}",
-        "count": cert.count, "pa_lower": _num(cert.pa_lower),
-        "count_b": cert.count_b, "pb_upper": _num(cert.pb_upper),
-        **{f"radius_{bound}": _num(radius) for bound, radius in cert.radii.items()},
+def _identity(meta: dict, dataset: str, noise: Noise) -> dict:
+    """What the report needs to know about the run, from the checkpoint rather than paths."""
+    training = str(meta.get("training") or "unknown")
+    name = meta.get("name") or f"{noise.name}-{training}-s{noise.sigma}"
+    return {"dataset": dataset, "training": training, "noise": noise.name,
+            "sigma": noise.sigma, "model_name": str(name)}  # fmt: skip
+
+
+def row_values(idx: int, label: int, cert: Certificate, elapsed: float, settings: dict) -> dict:
+    """The fields of one row (`certify_format.format_row` orders and prints them)."""
+    return {
+        "idx": idx, "label": label, "predict": cert.prediction, "radius": cert.radius,
+        "correct": int(cert.prediction != fmt.ABSTAIN and cert.prediction == label),
+        "time": f"{elapsed:.4f}", "noise": settings["noise"], "sigma": f"{settings['sigma']:g}",
+        "scale": settings["scale"], "n0": settings["n0"], "n": settings["n"],
+        "alpha": f"{settings['alpha']:g}", "count": cert.count, "pa_lower": cert.pa_lower,
+        "count_b": cert.count_b, "pb_upper": cert.pb_upper,
+        **{f"radius_{bound}": radius for bound, radius in cert.radii.items()},
     }  # fmt: skip
-    return "\t".join(str(values[name]) for name in columns(noise.name)) + "\n"
 
 
-def _num(value: float) -> str:
-    return f"{value:.10g}"
+def _check_out(out: Path) -> None:
+    """Refuse an --out that can never be written, before any work."""
+    if out.is_dir():
+        raise L1CertError(f"--out {out} is a directory; give a file name such as {out}/run.tsv")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise L1CertError(f"--out {out}: {parent} is a file, not a directory")
+            if not os.access(parent, os.W_OK):
+                raise L1CertError(f"--out {out}: cannot write into {parent}")
+            return
 
 
-def _prepare_output(out: Path, settings: dict) -> set[int]:
-    """Start `out` afresh or validate and repair it for resuming; return the idxs done."""
-    sidecar = sidecar_path(out)
-    if out.exists():
-        if not sidecar.exists():
-            raise L1CertError(
-                f"{out} exists without its sidecar {sidecar}; remove it or use another --out"
-            )
-        previous = _read_sidecar(sidecar)
-        changed = [key for key in settings if key != "model" and previous.get(key) != settings[key]]
-        if changed:
-            key = changed[0]
-            raise L1CertError(
-                f"{out} was started with other settings ({key}: {previous.get(key)!r} there, "
-                f"{settings[key]!r} now); rerun with its settings or use another --out"
-            )
-        return _repair_and_read(out, settings)
-    atomic_write_text(sidecar, json.dumps(settings, indent=2) + "\n")
-    atomic_write_text(out, "\t".join(settings["columns"]) + "\n")
-    return set()
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an flock on `path`.lock for the block; a second writer fails at once.
 
-
-def _repair_and_read(out: Path, settings: dict) -> set[int]:
-    """Drop a torn last line (a run killed mid-write), check the rows, return their idxs."""
-    raw = out.read_bytes()
-    complete = raw[: raw.rfind(b"\n") + 1]
-    if len(complete) != len(raw):
-        with open(out, "r+b") as f:
-            f.truncate(len(complete))
-            f.flush()
-            os.fsync(f.fileno())
-    if not complete:  # killed while the header was written: start the table again
-        atomic_write_text(out, "\t".join(settings["columns"]) + "\n")
-        return set()
-    header, rows = _parse_table(out, complete.decode())
-    if header != settings["columns"]:
-        raise L1CertError(f"{out}: unexpected header; remove it or use another --out")
-    expected = set(
-        shard_block(
-            select_indices(settings["dataset_size"], settings["skip"], settings["max"]),
-            settings["shard"],
-            settings["shards"],
-        )
-    )
-    done = set(rows)
-    if len(done) != len(rows) or not done <= expected:
-        raise L1CertError(f"{out}: rows duplicated or outside this shard; remove it to start again")
-    return done
-
-
-def _parse_table(path: Path, text: str) -> tuple[list[str], dict[int, str]]:
-    """Header and {idx: line} of a certify TSV's complete lines."""
-    lines = text.splitlines()
-    header = lines[0].split("\t")
-    rows: dict[int, str] = {}
-    duplicates = 0
-    for number, line in enumerate(lines[1:], start=2):
-        fields = line.split("\t")
-        if len(fields) != len(header) or not fields[0].isdigit():
-            raise L1CertError(f"{path}:{number}: malformed row")
-        idx = int(fields[0])
-        duplicates += idx in rows
-        rows[idx] = line
-    if duplicates:
-        raise L1CertError(f"{path}: {duplicates} test points appear twice")
-    return header, rows
-
-
-def _read_sidecar(path: Path) -> dict:
+    flock is advisory and local to one machine on most network file systems (NFS with local
+    locks): it keeps two jobs on the same node apart, and SLURM requeues use the same node or
+    start after the first job ended. The lock file stays (removing it would race).
+    """
+    lock = path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        settings = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise L1CertError(f"sidecar {path} not found (each shard TSV needs its .json)") from None
-    except (OSError, ValueError) as err:
-        raise L1CertError(f"cannot read sidecar {path}: {err}") from None
-    if not isinstance(settings, dict) or settings.get("format") != SIDECAR_FORMAT:
-        raise L1CertError(f"{path} is not an l1cert certify sidecar")
-    return settings
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise L1CertError(f"{path} is being written by {holder} (lock {lock})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+        os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _differences(previous: dict, settings: dict, keys) -> list[str]:
+    return [key for key in keys if previous.get(key) != settings.get(key)]
+
+
+def _refuse_changed(path: Path, previous: dict, settings: dict, keys) -> None:
+    changed = _differences(previous, settings, keys)
+    if not changed:
+        return
+    key = changed[0]
+    if key == "code":
+        raise L1CertError(
+            f"{path} was made by other l1cert code (version {previous['code'].get('version')}, "
+            f"digest {str(previous['code'].get('sha256'))[:12]}); its rows cannot be mixed "
+            f"with this code's: remove {path} and its .json to start afresh"
+        )
+    raise L1CertError(
+        f"{path} was started with other settings ({key}: {previous.get(key)!r} there, "
+        f"{settings[key]!r} now); rerun with its settings or use another --out"
+    )
+
+
+def _run_keys(settings: dict) -> list[str]:
+    """The settings a restart must match: all but where the model file lies."""
+    return [key for key in settings if key != "model"]
+
+
+def _already_complete(out: Path, settings: dict) -> bool:
+    """True if `out` is this run's finished table (a rerun then changes nothing)."""
+    if not out.exists():
+        return False
+    if not fmt.sidecar_path(out).exists():
+        raise L1CertError(f"{out} exists without its sidecar; remove it or use another --out")
+    previous = fmt.read_sidecar(out)
+    _refuse_changed(out, previous, settings, _run_keys(settings))
+    fmt.check_sealed(out, previous, fmt.read_rows(out, settings["num_classes"]))
+    return True
+
+
+def _prepare_partial(partial: Path, settings: dict) -> set[int]:
+    """Start the partial file afresh or validate and repair it for resuming; return idxs done."""
+    if not partial.exists() or not fmt.sidecar_path(partial).exists():
+        fmt.write_sidecar(partial, settings)
+        _write_header(partial, settings)
+        return set()
+    _refuse_changed(partial, fmt.read_sidecar(partial), settings, _run_keys(settings))
+    raw = partial.read_bytes()
+    complete = raw[: raw.rfind(b"\n") + 1]
+    if not complete:  # killed while the header was written
+        _write_header(partial, settings)
+        return set()
+    table = fmt.read_rows(partial, settings["num_classes"], torn="drop")
+    if table.header != settings["columns"]:
+        raise L1CertError(f"{partial}: unexpected header; remove it to start afresh")
+    block = shard_block(
+        select_indices(settings["dataset_size"], settings["skip"], settings["max"]),
+        settings["shard"],
+        settings["shards"],
+    )
+    if not set(table.rows) <= set(block):
+        raise L1CertError(f"{partial}: rows outside this shard; remove it to start afresh")
+    if len(complete) != len(raw):  # a torn last line: drop it, only after every check passed
+        with open(partial, "r+b") as f:
+            f.truncate(len(complete))
+            os.fsync(f.fileno())
+    return set(table.rows)
+
+
+def _write_header(path: Path, settings: dict) -> None:
+    atomic_write_text(path, "\t".join(settings["columns"]) + "\n")
+
+
+def _publish(partial: Path, out: Path, settings: dict, rows: int) -> None:
+    """Seal the sidecar with the finished table's digest, then move the pair onto `out`."""
+    fmt.write_sidecar(partial, fmt.seal(partial, settings, rows))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(fmt.sidecar_path(partial), fmt.sidecar_path(out))
+    os.replace(partial, out)
 
 
 # --- merge ---------------------------------------------------------------------------------
@@ -284,57 +337,59 @@ def _read_sidecar(path: Path) -> dict:
 def merge_shards(paths: list[str | os.PathLike], out: str | os.PathLike) -> Path:
     """Merge all K shards of one certification into `out`, rows sorted by idx, plus its sidecar.
 
-    Refuses shards that disagree on settings, overlap, or leave test points out.
+    Refuses shards that disagree on settings or code, overlap, or leave test points out.
     """
     paths, out = [Path(p) for p in paths], Path(out)
     if not paths:
         raise L1CertError("merge needs at least one shard TSV")
-    sidecars = [_read_sidecar(sidecar_path(p)) for p in paths]
+    if out.is_dir():
+        raise L1CertError(f"--out {out} is a directory; give a file name such as {out}/run.tsv")
+    sidecars = [fmt.read_sidecar(p) for p in paths]
     first = sidecars[0]
+    missing = [key for key in SHARED_SETTINGS + ("shard",) if key not in first]
+    if missing:
+        raise L1CertError(f"{fmt.sidecar_path(paths[0])} lacks {', '.join(missing)}")
     for path, settings in zip(paths[1:], sidecars[1:], strict=True):
-        for key in SHARED_SETTINGS:
-            if settings.get(key) != first.get(key):
-                raise L1CertError(
-                    f"{path} and {paths[0]} disagree on {key} "
-                    f"({settings.get(key)!r} vs {first.get(key)!r}); they are not one certification"
-                )
+        changed = _differences(settings, first, SHARED_SETTINGS)
+        if changed:
+            key = changed[0]
+            raise L1CertError(
+                f"{path} and {paths[0]} disagree on {key} "
+                f"({settings.get(key)!r} vs {first.get(key)!r}); they are not one certification"
+            )
     _check_shard_numbers(paths, sidecars)
 
     rows: dict[int, str] = {}
     owner: dict[int, Path] = {}
-    for path in paths:
-        header, shard_rows = _parse_table(path, _complete_lines(path))
-        if header != first["columns"]:
+    tables = [fmt.read_rows(path, first["num_classes"], torn="drop") for path in paths]
+    for path, table in zip(paths, tables, strict=True):
+        if table.header != first["columns"]:
             raise L1CertError(f"{path}: header does not match its sidecar's columns")
-        for idx, line in shard_rows.items():
+        for idx, line in table.lines().items():
             if idx in rows:
                 raise L1CertError(f"shards {owner[idx]} and {path} overlap (both have idx {idx})")
             rows[idx], owner[idx] = line, path
     _check_complete(rows, owner, paths, sidecars)
+    for path, settings, table in zip(paths, sidecars, tables, strict=True):
+        fmt.check_sealed(path, settings, table)
 
-    with atomic_path(out) as tmp:
-        with open(tmp, "w") as f:
-            f.write("\t".join(first["columns"]) + "\n")
-            f.writelines(rows[idx] + "\n" for idx in sorted(rows))
     batches = {settings["batch"] for settings in sidecars}
     merged = {
-        **first,
+        **{k: v for k, v in first.items() if k not in ("rows", "tsv_sha256")},
         "batch": batches.pop() if len(batches) == 1 else None,
         "shard": None,
         "points": len(rows),
         "merged_from": [str(p) for p in paths],
     }
-    atomic_write_text(sidecar_path(out), json.dumps(merged, indent=2) + "\n")
+    with atomic_path(out) as tmp:
+        with open(tmp, "w") as f:
+            f.write("\t".join(first["columns"]) + "\n")
+            f.writelines(rows[idx] + "\n" for idx in sorted(rows))
+        merged = fmt.seal(tmp, merged, len(rows))
+        # The sidecar goes first: a crash between the renames leaves a pair that readers
+        # refuse (digest mismatch), never an old TSV passing for the new one.
+        fmt.write_sidecar(out, merged)
     return out
-
-
-def _complete_lines(path: Path) -> str:
-    """A shard's text without a torn last line (that point counts as missing)."""
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise L1CertError(f"cannot read shard {path}: {err.strerror}") from None
-    return text[: text.rfind("\n") + 1] or "\n"
 
 
 def _check_shard_numbers(paths: list[Path], sidecars: list[dict]) -> None:

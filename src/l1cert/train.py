@@ -9,13 +9,11 @@ killed and resumed run ends with the same weights as one that was never interrup
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,77 +24,16 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from l1cert import __version__
-from l1cert.attacks import NORMS, smoothadv_pgd
-from l1cert.data import check_name, dataset_info, load_split
-from l1cert.models import build_model, check_arch, load_checkpoint, save_model
+from l1cert.attacks import smoothadv_pgd
+from l1cert.data import dataset_info, load_split
+from l1cert.models import build_model, load_checkpoint, save_model
 from l1cert.noise import Noise, make_noise
-from l1cert.utils import L1CertError, atomic_path, atomic_write_text, resolve_device
+from l1cert.train_config import TrainConfig, Type2Config
+from l1cert.utils import L1CertError, atomic_path, atomic_write_text, check_memory, resolve_device
 
-TRAININGS = ("type1", "type2")
 CHECKPOINT_FORMAT = "l1cert-train/1"
 OUTPUTS = ("model.pt", "train-log.csv", "metrics.json", "checkpoint-last.pt")
 LOG_FIELDS = ("epoch", "lr", "loss", "accuracy", "epsilon", "seconds")
-
-
-@dataclass(frozen=True)
-class Type2Config:
-    """SmoothAdv: T PGD steps of the given norm against the softmax averaged over m draws."""
-
-    norm: str = "linf"
-    epsilon: float = 0.05
-    steps: int = 1
-    samples: int = 2
-    warmup_epochs: int = 10
-
-    def epsilon_at(self, epoch: int) -> float:
-        """ε rises linearly over the warm-up epochs (the step size, 2ε/T, with it)."""
-        if self.warmup_epochs <= 0:
-            return self.epsilon
-        return self.epsilon * min(1.0, (epoch + 1) / self.warmup_epochs)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    dataset: str
-    arch: str
-    noise: str
-    sigma: float
-    training: str = "type1"
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 0.1
-    lr_step: int = 10
-    lr_gamma: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    seed: int = 0
-    type2: Type2Config | None = None  # settings for type2; None means the defaults
-    image_size: int = 32  # imagefolder only
-
-    def validate(self) -> None:
-        check_name(self.dataset)
-        check_arch(self.arch)
-        make_noise(self.noise, self.sigma)
-        if self.training not in TRAININGS:
-            raise L1CertError(f"unknown training {self.training!r} (choose from type1, type2)")
-        for name in ("epochs", "batch_size", "lr_step"):
-            if getattr(self, name) < 1:
-                raise L1CertError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0 or self.momentum < 0 or self.weight_decay < 0 or self.lr_gamma <= 0:
-            raise L1CertError("lr and lr_gamma must be positive, momentum and weight_decay >= 0")
-        t2 = self.type2 or Type2Config()
-        if t2.norm not in NORMS:
-            raise L1CertError(f"unknown type2 norm {t2.norm!r} (choose from {', '.join(NORMS)})")
-        if t2.epsilon < 0 or t2.steps < 1 or t2.samples < 1 or t2.warmup_epochs < 0:
-            raise L1CertError("type2 needs epsilon >= 0, steps >= 1, samples >= 1, warmup >= 0")
-
-    def settings(self) -> dict:
-        """What defines the run: a checkpoint resumes only under the same settings."""
-        doc = dataclasses.asdict(self)
-        doc["type2"] = dataclasses.asdict(self.type2 or Type2Config())
-        if self.training != "type2":
-            doc["type2"] = None
-        return doc
 
 
 def train(
@@ -107,18 +44,34 @@ def train(
     device: str = "auto",
     workers: int = 0,
 ) -> dict:
-    """Train (or resume) into `out`: model.pt, train-log.csv, metrics.json, checkpoint-last.pt."""
+    """Train (or resume) into `out`: model.pt, train-log.csv, metrics.json.
+
+    `checkpoint-last.pt` holds the state after each epoch while the run lasts, and is removed
+    once model.pt is written, so a later run with changed settings starts afresh.
+    """
     config.validate()
+    if workers < 0:
+        raise L1CertError(f"--workers must be 0 or more, got {workers}")
     out, device = Path(out), resolve_device(device)
+    if out.exists() and not out.is_dir():
+        raise L1CertError(f"--out {out} is a file; training writes a directory")
+    finished = _finished(out, config)
+    if finished is not None:
+        return finished
     noise = make_noise(config.noise, config.sigma)
     data = dict(root=root, image_size=config.image_size, imagenet_dir=imagenet_dir)
     info = dataset_info(config.dataset, **data)
     train_set = load_split(config.dataset, "train", augment=True, **data)
     test_set = load_split(config.dataset, "test", **data)
+    if len(train_set) < 2:
+        raise L1CertError(f"{config.dataset} has {len(train_set)} training image(s); need 2+")
+    copies = config.type2.samples if config.training == "type2" and config.type2 else 1
+    check_memory(info.input_shape, 4 * copies * config.batch_size, device, "--batch-size")
 
     torch.manual_seed(config.seed)
     model = build_model(config.arch, info.num_classes, info.input_shape, info.mean, info.std)
     model.to(device)
+    _check_fits(model, info.input_shape, config, device)
     optimizer = torch.optim.SGD(
         model.parameters(), config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
@@ -164,7 +117,40 @@ def train(
     }
     save_model(out / "model.pt", model, meta)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    (out / "checkpoint-last.pt").unlink(missing_ok=True)
     return metrics
+
+
+def _finished(out: Path, config: TrainConfig) -> dict | None:
+    """The metrics of a finished run with these settings in `out` (a rerun has nothing to do);
+    a finished run with other settings is refused rather than overwritten."""
+    model_file = out / "model.pt"
+    if not model_file.exists() or (out / "checkpoint-last.pt").exists():
+        return None
+    meta = load_checkpoint(model_file).get("meta", {})
+    ours = config.settings()
+    changed = sorted(k for k in ours if meta.get(k) != ours[k])
+    if changed:
+        raise L1CertError(
+            f"{model_file} was trained with other settings ({', '.join(changed)}); "
+            "use another --out or remove it to start over"
+        )
+    return meta["metrics"]
+
+
+def _check_fits(model, input_shape, config, device) -> None:
+    """One forward pass on a blank input: an architecture that cannot take this dataset's
+    images fails here with one line, not deep inside the first epoch."""
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros((2, *input_shape), device=device))
+    except RuntimeError as err:
+        shape = "x".join(map(str, input_shape))
+        raise L1CertError(
+            f"arch {config.arch} cannot take {config.dataset}'s {shape} images "
+            f"({str(err).splitlines()[0][:120]})"
+        ) from None
 
 
 def _epoch_seeds(seed: int, epoch: int) -> list[int]:
@@ -184,6 +170,11 @@ def _train_epoch(model, loader, optimizer, noise, noise_rng, config, epoch, devi
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         type2 = t2 if config.training == "type2" else None
         loss, logits, y = train_step(model, optimizer, x, y, noise, noise_rng, type2, epsilon)
+        if not torch.isfinite(loss):
+            raise L1CertError(
+                f"training diverged: loss {loss.item()} in epoch {epoch + 1} (lower --lr?); "
+                "no model was written"
+            )
         total_loss += loss.item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         count += len(y)

@@ -32,6 +32,25 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def check_memory(input_shape, inputs: int, device: torch.device, option: str = "--batch") -> None:
+    """Fail fast when `inputs` float32 inputs of this shape would take more than half the
+    memory the device has free (activations come on top)."""
+    import math
+
+    import torch
+
+    need = inputs * math.prod(input_shape) * 4
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > free / 2:
+        raise L1CertError(
+            f"{option} asks for about {need / 2**30:.1f} GiB of input buffers on {device}, more "
+            f"than half of the {free / 2**30:.1f} GiB free; lower it"
+        )
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
@@ -44,14 +63,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from a team
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp's 0600 would hide results from a team
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
 
 
-def _umask() -> int:
+def umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask

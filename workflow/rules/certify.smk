@@ -1,10 +1,10 @@
 # Certification, scattered over shards and merged.
 #
-# A shard is certified into partial/ and moved onto its declared outputs only once complete.
-# Snakemake and DVC delete a job's declared outputs before running it, so a shard cut short
-# (failure, preemption, Ctrl-C) keeps its rows in partial/, where the rerun of
-# `l1cert certify` resumes them. Were the certify params or the model changed in between,
-# certify refuses that partial file with a message saying so: delete it to start afresh.
+# `l1cert certify` grows a shard's rows in partial/ beside its outputs and moves them onto
+# the outputs only once complete: Snakemake and DVC delete a job's declared outputs before
+# running it, so a shard cut short (failure, preemption, Ctrl-C) resumes from partial/ on the
+# rerun. Were the certify params, the model or the code changed in between, certify refuses
+# that partial file with a message saying so.
 
 
 rule certify:
@@ -17,10 +17,9 @@ rule certify:
     log:
         "logs/certify/{dataset}/{noise}-{training}-s{sigma}/shard-{scatteritem}.log",
     params:
-        partial=f"{CERTIFY}/partial/shard-{{scatteritem}}",
         shard=lambda wildcards: wildcards.scatteritem.replace("-of-", "/"),
         data=data_options,
-        certify=config["certify"],
+        certify=cli_options(config["certify"], skip=("shards",)),
     threads: config["resources"]["certify"]["threads"]
     resources:
         gpu=config["resources"]["certify"]["gpu"],
@@ -29,12 +28,8 @@ rule certify:
     conda:
         "../envs/l1cert.yaml"
     shell:
-        "(l1cert certify --model {input.model} --split {params.certify[split]} {params.data}"
-        " --n0 {params.certify[n0]} --n {params.certify[n]} --alpha {params.certify[alpha]}"
-        " --batch {params.certify[batch]} --seed {params.certify[seed]} --shard {params.shard}"
-        " --skip {params.certify[skip]} --max {params.certify[max]} --device auto"
-        " --threads {threads} --out {params.partial}.tsv"
-        " && mv {params.partial}.json {output.json} && mv {params.partial}.tsv {output.tsv})"
+        "l1cert certify --model {input.model:q} {params.certify} {params.data}"
+        " --shard {params.shard} --device auto --threads {threads} --out {output.tsv:q}"
         " > {log} 2>&1"
 
 
@@ -49,4 +44,4 @@ rule merge:
     conda:
         "../envs/l1cert.yaml"
     shell:
-        "l1cert merge {input} --out {output.tsv} > {log} 2>&1"
+        "l1cert merge {input:q} --out {output.tsv:q} > {log} 2>&1"

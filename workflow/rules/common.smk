@@ -1,6 +1,8 @@
 # Validation, wildcards and paths shared by every rule.
 
+import math
 import re
+import shlex
 from pathlib import Path
 
 from l1cert.report import expected_outputs
@@ -10,6 +12,21 @@ from snakemake.utils import validate
 
 
 validate(config, "../schemas/params.schema.yaml")
+
+
+def check_finite(node, where="config"):
+    """JSON Schema's bounds let .nan through (every comparison with NaN is false)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            check_finite(value, f"{where}['{key}']")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            check_finite(value, f"{where}[{i}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise WorkflowError(f"{where} must be a finite number, not {node}")
+
+
+check_finite(config)
 
 DATASET = config["dataset"]
 GRID = config["grid"]
@@ -41,7 +58,21 @@ REPORT = [str(path) for path in expected_outputs("results", [DATASET])]
 
 def data_options(wildcards=None):
     """Where the dataset lives, for every command that reads it (ImageNet: $IMAGENET_DIR)."""
-    return f"--root {config['data']['root']} --image-size {config['data']['image_size']}"
+    return f"--root {shlex.quote(config['data']['root'])} --image-size {config['data']['image_size']}"
+
+
+def cli_options(section, prefix="", skip=()):
+    """A params section as `l1cert` options, spelled as DVC's ${section} writes them
+    (`--batch_size 64 --type2.norm linf`), so both engines pass the same values."""
+    options = []
+    for key, value in section.items():
+        if key in skip:
+            continue
+        if isinstance(value, dict):
+            options.append(cli_options(value, f"{prefix}{key}."))
+        else:
+            options.append(f"--{prefix}{key} {shlex.quote(str(value))}")
+    return " ".join(options)
 
 
 def grid(pattern):

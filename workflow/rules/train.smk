@@ -1,6 +1,6 @@
-# One base classifier per noise x training x sigma. A run cut short resumes from
-# checkpoint-last.pt in its out dir: no declared output, so neither Snakemake nor DVC
-# deletes it before the rerun. A finished run removes it, so changed params start afresh.
+# One base classifier per noise x training x sigma. `l1cert train` resumes a run cut short
+# from checkpoint-last.pt in its out dir (no declared output, so neither Snakemake nor DVC
+# deletes it) and removes that checkpoint once model.pt is written.
 
 
 rule train:
@@ -15,8 +15,7 @@ rule train:
     params:
         out=MODEL_DIR,
         data=data_options,
-        train=config["train"],
-        type2=config["train"]["type2"],
+        train=cli_options(config["train"]),
     threads: config["resources"]["train"]["threads"]
     resources:
         gpu=config["resources"]["train"]["gpu"],
@@ -25,14 +24,6 @@ rule train:
     conda:
         "../envs/l1cert.yaml"
     shell:
-        "l1cert train --dataset {wildcards.dataset} --arch {params.train[arch]}"
+        "l1cert train --dataset {wildcards.dataset} {params.train}"
         " --noise {wildcards.noise} --sigma {wildcards.sigma} --training {wildcards.training}"
-        " --epochs {params.train[epochs]} --batch-size {params.train[batch_size]}"
-        " --lr {params.train[lr]} --lr-step {params.train[lr_step]}"
-        " --lr-gamma {params.train[lr_gamma]} --momentum {params.train[momentum]}"
-        " --weight-decay {params.train[weight_decay]} --seed {params.train[seed]}"
-        " --type2-norm {params.type2[norm]} --type2-epsilon {params.type2[epsilon]}"
-        " --type2-steps {params.type2[steps]} --type2-samples {params.type2[samples]}"
-        " --type2-warmup-epochs {params.type2[warmup_epochs]}"
-        " {params.data} --workers {params.train[workers]} --device auto --threads {threads}"
-        " --out {params.out} > {log} 2>&1 && rm -f {params.out}/checkpoint-last.pt"
+        " {params.data} --device auto --threads {threads} --out {params.out:q} > {log} 2>&1"
