@@ -6,6 +6,7 @@ state_dict for torchvision. The imported model on raw [0, 1] input must give the
 network's logits on normalized input.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -16,11 +17,12 @@ from click.testing import CliRunner
 from torch import nn
 from torchvision.models import resnet50
 
+from l1cert import data
 from l1cert.cli import main
 from l1cert.data import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 from l1cert.foreign import import_checkpoint
 from l1cert.models import load_model
-from l1cert.shards import file_sha256
+from l1cert.shards import certify_to_tsv, file_sha256
 from l1cert.smoothing import Smooth
 
 torch.set_num_threads(4)
@@ -204,6 +206,22 @@ def test_torchvision_resnet50(imagenet50, tmp_path, layout):
     assert meta["name"] == "torchvision-resnet50" and meta["arch"] == "resnet50"
     source = nn.Sequential(PlainNormalize(IMAGENET_MEAN, IMAGENET_STD), imagenet50).eval()
     assert_same_logits(source, out, (2, 3, 224, 224))
+
+
+def test_imported_model_certifies(cifar110, tmp_path, monkeypatch):
+    """certify_to_tsv reads the imported model like its own (three stand-in test images)."""
+    points = [
+        (torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(i)), i) for i in range(3)
+    ]
+    monkeypatch.setattr(data, "load_split", lambda name, *args: points)
+    import_checkpoint(cifar110[1], tmp_path / "model.pt", "cohen", "cifar10", "laplace", 0.25)
+    out = certify_to_tsv(tmp_path / "model.pt", tmp_path / "c.tsv", n0=10, n=100, batch=50,
+                         device="cpu", progress=False)  # fmt: skip
+    header, *rows = out.read_text().splitlines()
+    assert len(rows) == 3 and "radius_teng" in header.split("\t")
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["dataset"] == "cifar10" and sidecar["noise"] == "laplace"
+    assert sidecar["scale"] == pytest.approx(0.25 / 2**0.5)
 
 
 # --- refusals: one line, exit 2 ------------------------------------------------------------
