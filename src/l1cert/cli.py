@@ -155,6 +155,24 @@ def train(root, imagenet_dir, device, workers, threads, out, **options):
     click.echo(json.dumps(metrics), err=True)
 
 
+@main.command("import")
+@click.argument("src")
+@click.option("--format", "fmt", required=True, help="cohen, smoothadv or torchvision.")
+@click.option("--arch", help="cifar_resnet20/110 or resnet50 (default: the checkpoint's).")
+@click.option("--dataset", required=True, help="cifar10 or imagenet.")
+@click.option("--noise", required=True, help="Smoothing noise to certify with.")
+@click.option("--sigma", type=float, required=True, help="Per-coordinate std of the noise.")
+@click.option("--training", default="type1", show_default=True, help="type1 or type2.")
+@click.option("--name", help="Model name (default: <format>-<file stem>).")
+@click.option("--out", required=True, help="The l1cert checkpoint to write (model.pt).")
+def import_(src, out, **options):
+    """Convert a released smoothing checkpoint into an l1cert model that certify reads."""
+    from l1cert.foreign import import_checkpoint
+
+    meta = import_checkpoint(src, out, **options)
+    click.echo(f"{meta['name']}: {meta['arch']} -> {out}", err=True)
+
+
 # --- results: report ----------------------------------------------------------------------
 
 
