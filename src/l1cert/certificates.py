@@ -120,9 +120,13 @@ def radii(noise: str, sigma: float, pa: float, pb: float | None = None, bounds=(
     for name, p in (("pa", pa), ("pb", pb)):
         if p is not None and not 0.0 <= p <= 1.0:
             raise L1CertError(f"--{name} is a probability in [0, 1], got {p}")
+    if pb is not None and pa + pb > 1.0:
+        raise L1CertError(f"--pa {pa} and --pb {pb} add up to more than 1")
     names = list(bounds) or list(smoothing_noise.bounds)
     for bound in names:
         check_bound(bound, noise)
+    if pb is not None and not any(BOUNDS[b].uses_pb for b in names):
+        raise L1CertError(f"--pb is used by teng_multiclass only, not by {', '.join(names)}")
     return {
         bound: float(radius(bound, noise, smoothing_noise.scale, pa, pb)) for bound in names
     }

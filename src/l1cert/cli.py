@@ -12,13 +12,17 @@ from l1cert.utils import L1CertError
 
 
 class _Group(click.Group):
-    """Turns library errors into one line on stderr and exit code 2, never a traceback."""
+    """Turns library and file-system errors into one line on stderr and exit code 2."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except L1CertError as err:
             click.echo(f"l1cert: error: {err}", err=True)
+            sys.exit(2)
+        except OSError as err:  # a path the system refuses: say which, in one line
+            where = f"{err.filename}: " if err.filename else ""
+            click.echo(f"l1cert: error: {where}{err.strerror or err}", err=True)
             sys.exit(2)
 
 

@@ -151,11 +151,22 @@ def _check_tree(top: Path, splits: tuple[str, str], name: str) -> Path:
     return top
 
 
+def _load_image(path: str):
+    """An RGB PIL image, or a one-line error naming the file that does not decode."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise L1CertError(f"cannot decode image {path}: {err}") from None
+
+
 def _image_folder(folder: Path, transform) -> Dataset:
     from torchvision.datasets import ImageFolder
 
     try:
-        return ImageFolder(folder, transform=transform)
+        return ImageFolder(folder, transform=transform, loader=_load_image)
     except (FileNotFoundError, OSError) as err:
         raise L1CertError(f"cannot read images in {folder}: {err}") from err
 
@@ -249,6 +260,8 @@ def prepare(
     The manifest lists images per class per split and a sha256 over the data's content
     (image files' bytes; for imagenet, too large to read each time, its file list and sizes).
     """
+    if Path(manifest).is_dir():
+        raise L1CertError(f"--manifest {manifest} is a directory; give a file name")
     info = dataset_info(name, root, image_size, imagenet_dir)
     digest = hashlib.sha256()
     splits = {}
@@ -287,3 +300,4 @@ def _hash_content(name: str, ds: Dataset, digest) -> None:
             digest.update(f"{rel}\t{label}\t{os.path.getsize(path)}\n".encode())
             if name == "imagefolder":
                 digest.update(Path(path).read_bytes())
+                _load_image(path)  # refuse now what training would fail on later

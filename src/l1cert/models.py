@@ -7,6 +7,7 @@ loaded with `weights_only=True`: a file carrying pickled code is refused, never 
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import re
@@ -154,18 +155,52 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise L1CertError(f"checkpoint {path} is corrupt or not a torch file ({err})") from err
 
 
+def check_meta(meta, path) -> dict:
+    """The checkpoint's meta, if it can rebuild and describe the model; else one line."""
+    if not isinstance(meta, dict):
+        raise L1CertError(f"checkpoint {path} has no meta dict describing its model")
+    expected = {"arch": str, "dataset": str, "noise": str, "num_classes": int,
+                "input_shape": list, "mean": list, "std": list, "sigma": (int, float)}
+    for key, kind in expected.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise L1CertError(f"checkpoint {path}: meta {key} is {meta.get(key)!r}, not valid")
+    shape = meta["input_shape"]
+    if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise L1CertError(f"checkpoint {path}: meta input_shape {shape!r} is not a shape")
+    if meta["num_classes"] < 1:
+        raise L1CertError(f"checkpoint {path}: meta num_classes {meta['num_classes']} < 1")
+    return meta
+
+
+def check_fits(model: nn.Module, input_shape, what: str) -> None:
+    """One forward pass on a blank batch: an architecture that cannot take these inputs fails
+    here with one line, not deep inside a long job."""
+    device = next(itertools.chain(model.parameters(), model.buffers())).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros((2, *input_shape), device=device))
+    except RuntimeError as err:
+        shape = "x".join(map(str, input_shape))
+        raise L1CertError(f"{what} cannot take {shape} inputs ({str(err).splitlines()[0][:120]})"
+                          ) from None
+    finally:
+        model.train(was_training)
+
+
 def load_model(path: str | os.PathLike, device="cpu") -> tuple[nn.Module, dict]:
     """Rebuild the model a checkpoint describes; return it in eval mode with its meta."""
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise L1CertError(f"{path} is not an l1cert model checkpoint (format {FORMAT})")
-    meta = ckpt["meta"]
+    meta = check_meta(ckpt.get("meta"), path)
     try:
         model = build_model(
             meta["arch"], meta["num_classes"], meta["input_shape"], meta["mean"], meta["std"]
         )
         model.load_state_dict(ckpt["state_dict"])
-    except (KeyError, RuntimeError, TypeError) as err:
+    except (KeyError, RuntimeError, TypeError, ValueError, L1CertError) as err:
         first = str(err).strip().splitlines()[0]
         raise L1CertError(f"checkpoint {path} does not match its own meta: {first}") from err
     return model.to(device).eval(), meta

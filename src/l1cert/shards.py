@@ -137,6 +137,7 @@ def certify_to_tsv(
     test_set = data.load_split(dataset, split, root, image_size, imagenet_dir)
     indices = select_indices(len(test_set), skip, max_points)
     block = shard_block(indices, k, total)
+    _check_inputs(test_set, meta, dataset)
     settings = {
         "format": fmt.SIDECAR_FORMAT,
         **_identity(meta, dataset, smooth_noise),
@@ -166,9 +167,13 @@ def certify_to_tsv(
     check_memory(meta["input_shape"], 2 * min(batch, max(n, n0)), device)  # buffer, scratch
     partial = partial_path(out)
     with exclusive_lock(partial):
+        if _already_complete(out, settings):  # finished by the writer that held the lock
+            return out
         done = _prepare_partial(partial, settings)
         smooth = Smooth(model, settings["num_classes"], smooth_noise)
         todo = [idx for idx in block if idx not in done]
+        if todo:
+            warn_if_slow(smooth, test_set[todo[0]][0], n0 + n, batch)
         bar = tqdm(
             total=len(block),
             initial=len(block) - len(todo),
@@ -199,6 +204,27 @@ def _identity(meta: dict, dataset: str, noise: Noise) -> dict:
     name = meta.get("name") or f"{noise.name}-{training}-s{noise.sigma}"
     return {"dataset": dataset, "training": training, "noise": noise.name,
             "sigma": noise.sigma, "model_name": str(name)}  # fmt: skip
+
+
+def _check_inputs(test_set, meta: dict, dataset: str) -> None:
+    """The checkpoint's input shape is the dataset's, before any row is written."""
+    shape = list(test_set[0][0].shape) if len(test_set) else None
+    if shape != list(meta["input_shape"]):
+        raise L1CertError(
+            f"the model takes inputs of shape {meta['input_shape']}, {dataset} has {shape}"
+        )
+
+
+def warn_if_slow(smooth: Smooth, x: torch.Tensor, draws: int, batch: int) -> None:
+    """Time one batch; warn when a point would take more than a day at that rate."""
+    size = min(batch, draws)
+    start = time.perf_counter()
+    smooth.certify(x, 1, size, 0.5, size)
+    rate = (size + 1) / max(time.perf_counter() - start, 1e-9)
+    days = draws / rate / 86400
+    if days > 1:
+        print(f"l1cert: warning: {draws} draws per point at about {rate:.0f} draws/s take "
+              f"{days:.0f} days per point", file=sys.stderr, flush=True)
 
 
 def row_values(idx: int, label: int, cert: Certificate, elapsed: float, settings: dict) -> dict:

@@ -26,13 +26,14 @@ from tqdm import tqdm
 from l1cert import __version__
 from l1cert.attacks import smoothadv_pgd
 from l1cert.data import dataset_info, load_split
-from l1cert.models import build_model, load_checkpoint, save_model
+from l1cert.models import build_model, check_fits, load_checkpoint, save_model
 from l1cert.noise import Noise, make_noise
 from l1cert.train_config import TrainConfig, Type2Config
 from l1cert.utils import L1CertError, atomic_path, atomic_write_text, check_memory, resolve_device
 
 CHECKPOINT_FORMAT = "l1cert-train/1"
-OUTPUTS = ("model.pt", "train-log.csv", "metrics.json", "checkpoint-last.pt")
+CHECKPOINT = "checkpoint-last.pt"  # the resume state while a run lasts
+OUTPUTS = ("model.pt", "train-log.csv", "metrics.json", CHECKPOINT)
 LOG_FIELDS = ("epoch", "lr", "loss", "accuracy", "epsilon", "seconds")
 
 
@@ -71,7 +72,7 @@ def train(
     torch.manual_seed(config.seed)
     model = build_model(config.arch, info.num_classes, info.input_shape, info.mean, info.std)
     model.to(device)
-    _check_fits(model, info.input_shape, config, device)
+    check_fits(model, info.input_shape, f"arch {config.arch} on {config.dataset}")
     optimizer = torch.optim.SGD(
         model.parameters(), config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
@@ -80,7 +81,7 @@ def train(
     for name in OUTPUTS:  # half-written files of a killed run (atomic writes' temporaries)
         for stale in out.glob(f".{name}.*.tmp"):
             stale.unlink()
-    start = _resume(out / "checkpoint-last.pt", config, model, optimizer, scheduler, log, device)
+    start = _resume(out / CHECKPOINT, config, model, optimizer, scheduler, log, device)
 
     loader_rng = torch.Generator()
     # A last batch of one example would break batch norm in training mode.
@@ -98,7 +99,7 @@ def train(
         row = _train_epoch(model, loader, optimizer, noise, noise_rng, config, epoch, device)
         scheduler.step()
         log.append(row)
-        _save_checkpoint(out / "checkpoint-last.pt", config, model, optimizer, scheduler, log)
+        _save_checkpoint(out / CHECKPOINT, config, model, optimizer, scheduler, log)
         atomic_write_text(out / "train-log.csv", _csv(log))
         tqdm.write(
             f"epoch {epoch + 1}/{config.epochs}: loss {row['loss']:.4f} "
@@ -117,7 +118,7 @@ def train(
     }
     save_model(out / "model.pt", model, meta)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    (out / "checkpoint-last.pt").unlink(missing_ok=True)
+    (out / CHECKPOINT).unlink(missing_ok=True)
     return metrics
 
 
@@ -125,7 +126,7 @@ def _finished(out: Path, config: TrainConfig) -> dict | None:
     """The metrics of a finished run with these settings in `out` (a rerun has nothing to do);
     a finished run with other settings is refused rather than overwritten."""
     model_file = out / "model.pt"
-    if not model_file.exists() or (out / "checkpoint-last.pt").exists():
+    if not model_file.exists() or (out / CHECKPOINT).exists():
         return None
     meta = load_checkpoint(model_file).get("meta", {})
     ours = config.settings()
@@ -136,21 +137,6 @@ def _finished(out: Path, config: TrainConfig) -> dict | None:
             "use another --out or remove it to start over"
         )
     return meta["metrics"]
-
-
-def _check_fits(model, input_shape, config, device) -> None:
-    """One forward pass on a blank input: an architecture that cannot take this dataset's
-    images fails here with one line, not deep inside the first epoch."""
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros((2, *input_shape), device=device))
-    except RuntimeError as err:
-        shape = "x".join(map(str, input_shape))
-        raise L1CertError(
-            f"arch {config.arch} cannot take {config.dataset}'s {shape} images "
-            f"({str(err).splitlines()[0][:120]})"
-        ) from None
 
 
 def _epoch_seeds(seed: int, epoch: int) -> list[int]:
