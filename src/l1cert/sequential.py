@@ -30,7 +30,7 @@ from l1cert.stats import lower_confidence_bound, upper_confidence_bound
 from l1cert.utils import L1CertError
 
 LAST_SHARE = 0.9  # of alpha, kept for the last look (see the module docstring)
-UPPER_ALPHA = 0.01  # per point: chance that a wrong upper end stops it early
+UPPER_ALPHA = 0.05  # per point: chance that a wrong upper end stops it early (measured)
 
 
 def looks(cap: int, first: int = 100, growth: float = 2.0) -> list[int]:
