@@ -130,3 +130,21 @@ def radii(noise: str, sigma: float, pa: float, pb: float | None = None, bounds=(
     return {
         bound: float(radius(bound, noise, smoothing_noise.scale, pa, pb)) for bound in names
     }
+
+
+def inverse_radius(bound: str, scale: float, r):
+    """p*(r): the smallest p̲A that certifies radius r (> p* for r = 0), DESIGN.md §5.
+
+    Only for the single-class bounds; `teng_multiclass` depends on p̄B too and has no
+    one-dimensional threshold.
+    """
+    r = np.asarray(r, dtype=float)
+    thresholds = {
+        "teng": lambda: 1.0 - 0.5 * np.exp(-r / scale),
+        "lecuyer": lambda: 1.0 / (1.0 + np.exp(-2.0 * r / scale)),
+        "cohen": lambda: norm.cdf(r / scale),
+        "uniform": lambda: 0.5 + r / (2.0 * scale),
+    }
+    if bound not in thresholds:
+        raise L1CertError(f"bound {bound!r} has no single-class threshold")
+    return thresholds[bound]()[()]

@@ -1,0 +1,255 @@
+"""Sequential certification: stop drawing noise once a point's row of the table is decided.
+
+Estimation draws come in growing rounds (`looks`). At look j the bounds are Clopper–Pearson at a
+per-look level `alpha_j` with Σ_j alpha_j = alpha (Bonferroni over the fixed looks), so the lower
+bounds hold at every look at once with probability ≥ 1 − alpha, and therefore at any stopping
+time. Most of alpha is kept for the last look (`last_share`), where n = cap: there the bound loses
+almost nothing against fixed-n CERTIFY, so a bucket that only the cap reaches (the Laplace top
+bucket at σ = 0.12) is kept. `benchmarks/sequential_simulation.py` measured this against a
+mixture confidence sequence and other splits.
+
+The upper ends (p̄A, and a lower bound p_B of the runner-up) only decide when to stop, never
+what is certified: if one is wrong, a point stops early with a still valid, smaller certificate.
+They use their own level `upper_alpha` (spread over all looks but the last, where the point stops
+anyway), which sets how often that can happen and so how far the table may drift.
+
+A point stops when, for every bound of its noise, the radius from the lower ends and the radius
+from the upper ends fall in the same bucket of the report grid (below R_1, abstain included, is a
+bucket), or at the last look. Report the radii of `radii(...)` at the stopping look.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from l1cert import certificates
+from l1cert.noise import NOISES
+from l1cert.stats import lower_confidence_bound, upper_confidence_bound
+from l1cert.utils import L1CertError
+
+LAST_SHARE = 0.9  # of alpha, kept for the last look (see the module docstring)
+UPPER_ALPHA = 0.05  # per point: chance that a wrong upper end stops it early (measured)
+
+
+def looks(cap: int, first: int = 100, growth: float = 2.0) -> list[int]:
+    """Cumulative estimation draws at each look: first·growth^k below cap, then cap itself."""
+    if int(first) != first or first < 1:
+        raise L1CertError(f"first look must be a positive integer, got {first}")
+    if int(cap) != cap or cap < first:
+        raise L1CertError(f"cap must be an integer >= the first look {first}, got {cap}")
+    if not growth > 1:
+        raise L1CertError(f"growth must be > 1, got {growth}")
+    counts = []
+    n = float(first)
+    while round(n) < cap:
+        if not counts or round(n) > counts[-1]:
+            counts.append(int(round(n)))
+        n *= growth
+    return counts + [int(cap)]
+
+
+def look_alphas(alpha: float, num_looks: int, last_share: float = LAST_SHARE) -> np.ndarray:
+    """Per-look levels summing to alpha: last_share·alpha at the last look, the rest evenly
+    before it (a single look gets all of alpha)."""
+    if not 0 < alpha < 1:
+        raise L1CertError(f"alpha must lie in (0, 1), got {alpha}")
+    if not 0 < last_share <= 1:
+        raise L1CertError(f"last_share must lie in (0, 1], got {last_share}")
+    if num_looks == 1:
+        return np.array([alpha])
+    early = (1.0 - last_share) * alpha / (num_looks - 1)
+    return np.array([early] * (num_looks - 1) + [last_share * alpha])
+
+
+class Bounds(NamedTuple):
+    """Bounds at one look, arrays over points.
+
+    pa_lower: p̲A for the single-class bounds; pa_joint, pb_upper: the pair of
+    teng_multiclass (hold together). The optimistic ends, for stopping only: pa_upper for the
+    single-class bounds, pa_upper_joint and pb_lower for teng_multiclass.
+    """
+
+    pa_lower: np.ndarray
+    pa_joint: np.ndarray
+    pb_upper: np.ndarray
+    pa_upper: np.ndarray
+    pa_upper_joint: np.ndarray
+    pb_lower: np.ndarray
+
+
+def bounds(
+    count_a,
+    count_b,
+    look,
+    looks_: list[int],
+    alpha: float,
+    num_classes: int,
+    last_share: float = LAST_SHARE,
+    upper_alpha: float = UPPER_ALPHA,
+    project: bool = True,
+) -> Bounds:
+    """The bounds after looks_[look] draws (vectorised over points; `look` may be an array).
+
+    With two classes p_B = 1 − p_A: teng_multiclass uses p̲A at the full level and p̄B = 1 − p̲A.
+    With K > 2, as in fixed-n CERTIFY, α is split: p̲A at α/2 and each other class at
+    α/(2(K − 1)), per look; p̄B is capped at 1 − p̲A.
+
+    The optimistic ends bound what going on could still give: with `project`, they are the
+    bounds the cap would give if the counts there matched p̄A and p_B (a point whose p_A is
+    below a threshold by less than the cap's own margin cannot cross it by drawing more).
+    """
+    look = np.asarray(look)
+    n, cap, num_looks = np.asarray(looks_)[look], looks_[-1], len(looks_)
+    alphas = look_alphas(alpha, num_looks, last_share)
+    a, u = alphas[look], upper_alpha / max(num_looks - 1, 1)
+    pa_lower = lower_confidence_bound(count_a, n, a)
+    pa_upper = upper_confidence_bound(count_a, n, u)
+    pb_lower = lower_confidence_bound(count_b, n, u) if num_classes > 2 else 1.0 - pa_upper
+    pa_upper_joint = pa_upper
+    if project:
+        pa_upper_joint, pb_lower = _lower_ends_at_cap(
+            cap * pa_upper, cap * pb_lower, cap, alphas[-1], num_classes
+        )
+        pa_upper = lower_confidence_bound(cap * pa_upper, cap, alphas[-1])
+    if num_classes <= 2:
+        return Bounds(pa_lower, pa_lower, 1.0 - pa_lower, pa_upper, pa_upper_joint, pb_lower)
+    pa_joint, pb_upper = _joint(count_a, count_b, n, a, num_classes)
+    return Bounds(pa_lower, pa_joint, pb_upper, pa_upper, pa_upper_joint, pb_lower)
+
+
+def _joint(count_a, count_b, n, a, num_classes):
+    """p̲A at a/2 and p̄B at a/(2(K − 1)) (capped at 1 − p̲A): they hold together at level a."""
+    pa_joint = lower_confidence_bound(count_a, n, a / 2)
+    pb_upper = upper_confidence_bound(count_b, n, a / (2 * (num_classes - 1)))
+    return pa_joint, np.minimum(pb_upper, 1.0 - pa_joint)
+
+
+def _lower_ends_at_cap(count_a, count_b, cap, a, num_classes):
+    """(p̲A, p̄B) that counts count_a, count_b (may be fractional) at the cap would give."""
+    if num_classes <= 2:
+        pa = lower_confidence_bound(count_a, cap, a)
+        return pa, 1.0 - pa
+    return _joint(count_a, count_b, cap, a, num_classes)
+
+
+def radius_and_validity(bound: str, noise: str, scale: float, pa, pb):
+    """The radius of `bound` and whether its condition holds (p̲A > 1/2, or p̲A > p̄B)."""
+    entry = certificates.check_bound(bound, noise)
+    pa = np.asarray(pa, dtype=float)
+    valid = pa > np.asarray(pb) if entry.uses_pb else pa > 0.5
+    return certificates.radius(bound, noise, scale, pa, pb), valid
+
+
+def bucket(bound: str, noise: str, scale: float, pa, pb, grid) -> np.ndarray:
+    """How many grid radii R_j the bound certifies (0: below R_1 or abstain)."""
+    r, valid = radius_and_validity(bound, noise, scale, pa, pb)
+    grid = np.asarray(grid, dtype=float)
+    certified = valid[..., None] & (np.asarray(r)[..., None] >= grid)
+    return certified.sum(axis=-1)
+
+
+def radii(b: Bounds, noise: str, scale: float) -> dict[str, np.ndarray]:
+    """{bound: radius} from the lower ends: what a point reports at its stopping look.
+
+    teng_multiclass is given wherever p̲A > p̄B, also when p̲A ≤ 1/2 (Theorem 1).
+    """
+    return {
+        name: radius_and_validity(name, noise, scale, *_lower_ends(name, b))[0]
+        for name in _bound_names(noise)
+    }
+
+
+def decided(b: Bounds, noise: str, scale: float, grid) -> np.ndarray:
+    """True where, for every bound of the noise, both ends of the bounds share a bucket."""
+    done = np.ones(np.shape(b.pa_lower), dtype=bool)
+    for name in _bound_names(noise):
+        low = bucket(name, noise, scale, *_lower_ends(name, b), grid)
+        high = bucket(name, noise, scale, *_upper_ends(name, b), grid)
+        done &= low == high
+    return done
+
+
+def step(
+    count_a,
+    count_b,
+    look,
+    looks_: list[int],
+    alpha: float,
+    num_classes: int,
+    noise: str,
+    scale: float,
+    grid,
+    **levels,
+) -> tuple[Bounds, np.ndarray]:
+    """Bounds after looks_[look] draws and whether each point stops there (decided or at cap).
+
+    count_a, count_b: votes for ĉA and the runner-up among the estimation draws so far
+    (selection draws excluded); `look` may be an array (one per point). `levels`: last_share,
+    upper_alpha, project of `bounds`.
+    """
+    look = np.asarray(look)
+    b = bounds(count_a, count_b, look, looks_, alpha, num_classes, **levels)
+    stop = decided(b, noise, scale, grid) | (look == len(looks_) - 1)
+    return b, stop
+
+
+def _bound_names(noise: str) -> tuple[str, ...]:
+    if noise not in NOISES:
+        raise L1CertError(f"unknown noise {noise!r} (choose from {', '.join(NOISES)})")
+    return NOISES[noise].bounds
+
+
+def _lower_ends(name: str, b: Bounds):
+    if certificates.BOUNDS[name].uses_pb:
+        return b.pa_joint, b.pb_upper
+    return b.pa_lower, None
+
+
+def _upper_ends(name: str, b: Bounds):
+    if certificates.BOUNDS[name].uses_pb:
+        return b.pa_upper_joint, b.pb_lower
+    return b.pa_upper, None
+
+
+def draw_counts(probs, looks_: list[int], rng: np.random.Generator) -> np.ndarray:
+    """Simulated cumulative class counts at each look, shape (looks, points, classes).
+
+    probs: (points, classes) true class probabilities, class 0 being ĉA.
+    """
+    probs = np.asarray(probs, dtype=float)
+    probs = probs / probs.sum(axis=-1, keepdims=True)
+    steps = np.diff(np.concatenate([[0], looks_]))
+    draws = [rng.multinomial(m, probs) for m in steps]
+    return np.cumsum(draws, axis=0)
+
+
+def run(
+    counts, looks_: list[int], alpha: float, num_classes: int, noise: str, scale: float, grid,
+    **levels,
+):  # fmt: skip
+    """Apply the stopping rule to cumulative counts (looks, points, classes), as CERTIFY would.
+
+    Class 0 is ĉA; the runner-up count is the largest of the others (they may lump classes).
+    Returns the stopping look of each point and the Bounds there. `levels`: last_share and
+    upper_alpha, project of `bounds`.
+    """
+    counts = np.asarray(counts)
+    count_a = counts[..., 0]
+    count_b = counts[..., 1:].max(axis=-1) if counts.shape[-1] > 1 else 0 * count_a
+    points = count_a.shape[1]
+    stop_look = np.full(points, len(looks_) - 1)
+    fields = {name: np.zeros(points) for name in Bounds._fields}
+    active = np.arange(points)
+    for j in range(len(looks_)):
+        b, stop = step(
+            count_a[j, active], count_b[j, active], j, looks_, alpha,
+            num_classes, noise, scale, grid, **levels,
+        )  # fmt: skip
+        done = active[stop]
+        stop_look[done] = j
+        for name, value in zip(Bounds._fields, b, strict=True):
+            fields[name][done] = np.broadcast_to(value, stop.shape)[stop]
+        active = active[~stop]
+    return stop_look, Bounds(**fields)
