@@ -7,13 +7,13 @@ the host.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from l1cert import certificates
+from l1cert.forward import BaseClassifier, check_precision
 from l1cert.noise import Noise, make_noise
 from l1cert.stats import lower_confidence_bound, top_two_pvalue, upper_confidence_bound
 
@@ -49,18 +49,26 @@ class Smooth:
 
     `model` maps a batch of inputs (N, *x.shape) to logits over `num_classes` classes. With
     `channels_last` (the default), image models run in channels-last memory format: the model's
-    4-D parameters are converted in place, outputs are unchanged.
+    4-D parameters are converted in place, outputs are unchanged. `compile` and `precision` are
+    those of `l1cert.forward.BaseClassifier`; `model` may also be a prebuilt one.
     """
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: torch.nn.Module | BaseClassifier,
         num_classes: int,
         noise: str | Noise,
         sigma: float | None = None,
         channels_last: bool = True,
+        compile: bool = False,
+        precision: str = "fp32",
     ):
         self.noise = noise if isinstance(noise, Noise) else make_noise(noise, sigma)
+        check_precision(precision)
+        self.classifier = self._prebuilt = model if isinstance(model, BaseClassifier) else None
+        self._options = dict(compile=compile, precision=precision, channels_last=channels_last)
+        if self.classifier is not None:  # used as given, whatever the batch size asked for
+            model, channels_last = self.classifier.model, self.classifier.channels_last
         self.model = model.eval()
         self.num_classes = int(num_classes)
         self.channels_last = channels_last
@@ -131,12 +139,13 @@ class Smooth:
         self, x: torch.Tensor, num: int, batch_size: int, generator: torch.Generator | None
     ) -> np.ndarray:
         """How often the base classifier picks each class among `num` noisy copies of x."""
-        device = self._device()
+        f = self._classifier(batch_size)
+        device = f.device
         with torch.inference_mode():
             memory_format = self._memory_format(x)
             # x as a batch of one in the buffer's layout, so adding it broadcasts cheaply
             x = x.to(device).unsqueeze(0).contiguous(memory_format=memory_format)
-            shape = (min(batch_size, num), *x.shape[1:])
+            shape = (min(batch_size, f.batch_size, num), *x.shape[1:])
             buffer = torch.empty(shape, dtype=x.dtype, device=device, memory_format=memory_format)
             scratch = torch.empty_like(buffer)
             counts = torch.zeros(self.num_classes, dtype=torch.long, device=device)
@@ -144,15 +153,17 @@ class Smooth:
             while remaining > 0:
                 size = min(remaining, len(buffer))
                 batch = self.noise.perturb_(buffer[:size], x, generator, scratch[:size])
-                predictions = self.model(batch).argmax(dim=1)
+                predictions = f(batch)
                 counts += torch.bincount(predictions, minlength=self.num_classes)
                 remaining -= len(batch)
         return counts.cpu().numpy()
 
-    def _device(self) -> torch.device:
-        for tensor in itertools.chain(self.model.parameters(), self.model.buffers()):
-            return tensor.device
-        return torch.device("cpu")
+    def _classifier(self, batch_size: int) -> BaseClassifier:
+        """The prebuilt classifier, else one built (and kept) for this batch size."""
+        f = self.classifier
+        if f is None or (f.batch_size != batch_size and f is not self._prebuilt):
+            self.classifier = f = BaseClassifier(self.model, batch_size=batch_size, **self._options)
+        return f
 
     def _memory_format(self, x: torch.Tensor) -> torch.memory_format:
         if self.channels_last and x.dim() == 3:
