@@ -35,6 +35,7 @@ def write_certify_file(path: Path, noise: str, sigma: float, rows: list[dict], *
         for row in rows:
             values = {**fill, **row}
             values.setdefault("radius", values[f"radius_{NOISES[noise].bounds[0]}"])
+            values.setdefault("top_class", values["predict"] if values["predict"] >= 0 else 0)
             f.write(fmt.format_row(values, noise))
     if sidecar:
         doc = {"format": fmt.SIDECAR_FORMAT, "dataset": dataset, "training": training,

@@ -58,7 +58,7 @@ def test_tsv_columns_and_sidecar(checkpoint, tmp_path):
     assert list(rows[0]) == [
         "idx", "label", "predict", "radius", "correct", "time", "noise", "sigma", "scale",
         "n0", "n", "alpha", "count", "pa_lower", "radius_teng", "radius_lecuyer",
-        "radius_teng_multiclass", "count_b", "pb_upper",
+        "radius_teng_multiclass", "count_b", "pb_upper", "top_class",
     ]  # fmt: skip
     assert [int(r["idx"]) for r in rows] == list(range(30))
     labels = [data.load_split("digits", "test")[i][1] for i in range(30)]
@@ -66,6 +66,7 @@ def test_tsv_columns_and_sidecar(checkpoint, tmp_path):
         assert int(row["label"]) == label
         assert row["noise"] == "laplace" and float(row["sigma"]) == 0.25
         assert row["radius"] == row["radius_teng"]
+        assert row["predict"] in ("-1", row["top_class"])
         if int(row["predict"]) == -1:
             assert float(row["radius"]) == 0 and row["correct"] == "0"
         else:
@@ -96,6 +97,52 @@ def test_three_shards_merge_to_one_run(checkpoint, tmp_path):
     assert without_time(merged) == without_time(read_table(single))
     sidecar = json.loads((tmp_path / "merged.json").read_text())
     assert sidecar["points"] == 30 and sidecar["shards"] == 3 and len(sidecar["merged_from"]) == 3
+
+
+SEQUENTIAL = {**FAST, "n": 800, "sampling": "sequential", "radii": [0, 0.1, 0.25]}
+
+
+def test_sequential_rows_stop_at_looks_and_shards_equal_one_run(checkpoint, tmp_path):
+    single = certify_to_tsv(checkpoint, tmp_path / "single.tsv", **SEQUENTIAL)
+    rows = read_table(single)
+    looks = [100, 200, 400, 800]
+    assert [int(r["idx"]) for r in rows] == list(range(30))  # sorted, whatever order they ended
+    assert all(int(r["n"]) in looks for r in rows)
+    assert any(int(r["n"]) < 800 for r in rows)  # some points stop early
+    sidecar = json.loads(single.with_suffix(".json").read_text())
+    assert (sidecar["sampling"], sidecar["radii"], sidecar["looks"]) == (
+        "sequential", [0, 0.1, 0.25], looks)
+    shards = [certify_to_tsv(checkpoint, tmp_path / f"s-{k}-of-3.tsv", shard=(k, 3),
+                             **SEQUENTIAL) for k in (1, 2, 3)]  # fmt: skip
+    code, message = run_cli("merge", *shards, "--out", tmp_path / "merged.tsv")
+    assert code == 0, message
+    assert without_time(read_table(tmp_path / "merged.tsv")) == without_time(rows)
+
+
+def test_merge_refuses_mixed_sampling(checkpoint, tmp_path):
+    one = certify_to_tsv(checkpoint, tmp_path / "a-1-of-2.tsv", shard=(1, 2), **FAST)
+    two = certify_to_tsv(checkpoint, tmp_path / "a-2-of-2.tsv", shard=(2, 2),
+                         **{**SEQUENTIAL, "n": 200})  # fmt: skip
+    code, message = run_cli("merge", one, two, "--out", tmp_path / "m.tsv")
+    assert_one_line_error(code, message, "disagree on sampling")
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--sampling", "sequential"], "needs --radii"),
+        (["--sampling", "sequential", "--radii", "0.5,0.25"], "increasing"),
+        (["--sampling", "sequential", "--radii", "-1,0.25"], "increasing non-negative"),
+        (["--sampling", "sequential", "--radii", "0,1", "--n", "50"], "first round of 100"),
+        (["--sampling", "adaptive"], "unknown sampling"),
+        (["--compile", "maybe"], "unknown compile mode"),
+        (["--precision", "fp8"], "unknown precision"),
+    ],
+)
+def test_certify_bad_sampling_options(checkpoint, tmp_path, args, fragment):
+    code, message = run_cli("certify", "--model", checkpoint, "--out", tmp_path / "x.tsv", *args)
+    assert_one_line_error(code, message, fragment)
+    assert not (tmp_path / "x.tsv").exists() and not (tmp_path / "partial").exists()
 
 
 @pytest.fixture(scope="module")

@@ -46,12 +46,9 @@ def test_certify_half_space_under_laplace():
     assert cert.radius == cert.radii["teng"]
     assert cert.radii["lecuyer"] < cert.radii["teng"]
     assert cert.count_b == 20_000 - cert.count  # binary: the runner-up takes the rest
-    # teng_multiclass: p̲A at alpha/2, p̄B capped at 1 - p̲A, so in the binary case it is teng
-    pa_joint = float(lower_confidence_bound(cert.count, 20_000, 0.0005))
-    assert cert.pb_upper <= 1 - pa_joint + 1e-12
-    assert cert.radii["teng_multiclass"] == pytest.approx(
-        float(certificates.teng(pa_joint, scale)), rel=1e-9
-    )
+    # two classes: p̄B = 1 − p̲A at the full level (no split), so Theorem 1 is Theorem 2
+    assert cert.pb_upper == pytest.approx(1 - cert.pa_lower)
+    assert cert.radii["teng_multiclass"] == pytest.approx(cert.radii["teng"], rel=1e-9)
 
 
 @pytest.mark.parametrize("noise", ["gaussian", "uniform"])
@@ -117,3 +114,54 @@ def test_same_generator_same_certificate_and_counts_on_images():
             smooth.noise.sample_(batch, gen).add_(x)
             reference += np.bincount(model(batch).argmax(1).numpy(), minlength=5)
     assert np.array_equal(counts, reference)
+
+
+class Split(nn.Module):
+    """Classes 0, 1, 2 with probabilities 45/30/25 % under Laplace noise around x = 0: the
+    class is read off the noise's quantile in the first coordinate."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x):
+        e = x[:, 0]
+        u = 0.5 + 0.5 * torch.sign(e) * (1 - torch.exp(-e.abs() / self.scale))  # Laplace CDF
+        labels = (u > 0.45).long() + (u > 0.75).long()
+        return nn.functional.one_hot(labels, 3).float()
+
+
+def test_theorem1_certifies_where_the_primary_bound_abstains():
+    smooth = Smooth(Split(0.5 / math.sqrt(2)), 3, "laplace", 0.5)
+    cert = smooth.certify(torch.zeros(4), 100, 100_000, 0.001, 10_000,
+                          torch.Generator().manual_seed(1))
+    assert cert.prediction == ABSTAIN and cert.top_class == 0 and cert.pa_lower < 0.5
+    assert cert.radius == 0 and cert.radii["teng"] == 0 and cert.radii["lecuyer"] == 0
+    exact = certificates.teng_multiclass(0.45, 0.30, smooth.noise.scale)  # 0.0717
+    assert 0.5 * exact < cert.radii["teng_multiclass"] < exact
+    points = [(i, torch.zeros(4), torch.Generator().manual_seed(i)) for i in range(3)]
+    for _, seq in smooth.certify_sequential(points, 100, 100_000, 0.001, 10_000, [0, 0.05]):
+        assert seq.prediction == ABSTAIN and 0.05 < seq.radii["teng_multiclass"] < exact
+
+
+def test_sequential_radius_is_sound_and_stops_early():
+    """Half-spaces at known margins: no sequential radius exceeds the exact tight one."""
+    sigma, t, cap = 0.5, 0.2, 50_000
+    smooth = Smooth(HalfSpace(t), 2, "laplace", sigma)
+    scale = smooth.noise.scale
+    margins = np.linspace(-0.3, 1.2, 40)
+    points = []
+    for i, margin in enumerate(margins):
+        x = torch.zeros(6)
+        x[0] = t + margin
+        points.append((i, x, torch.Generator().manual_seed(100 + i)))
+    grid = [0, 0.1, 0.25, 0.5, 0.75, 1.0]
+    certs = dict(smooth.certify_sequential(points, 100, cap, 0.001, 1000, grid))
+    assert sorted(certs) == list(range(40))
+    for i, margin in enumerate(margins):
+        cert = certs[i]  # the side of the threshold x lies on wins, with p from |margin|
+        exact = -scale * math.log(2 * (1 - laplace_p(abs(margin), scale)))
+        assert cert.prediction in (int(margin > 0), ABSTAIN)
+        assert cert.radius <= exact + 1e-12
+    draws = [c.n for c in certs.values()]
+    assert np.mean(draws) < cap / 3 and min(draws) <= 1600  # most stop long before the cap

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from l1cert import certify_format as fmt
+from l1cert.certificates import BOUNDS
 from l1cert.names import DATASETS, TRAININGS
 from l1cert.noise import NOISES
 from l1cert.utils import L1CertError
@@ -52,8 +53,13 @@ class Certificates:
     n: int | None
     alpha: float | None
     predict: np.ndarray
-    correct: np.ndarray  # bool
+    correct: np.ndarray  # bool: the primary bound's prediction is the label
     radii: dict[str, np.ndarray] = field(repr=False)  # bound -> radius per point
+    # bound -> the points it certifies with the right class, and those where it abstains:
+    # `correct` and `predict == -1` but for Theorem 1, which may certify where p̲A ≤ 1/2
+    hits: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+    abstains: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+    sampling: str = "fixed"
 
     @property
     def points(self) -> int:
@@ -62,6 +68,10 @@ class Certificates:
     @property
     def bounds(self) -> tuple[str, ...]:
         return tuple(self.radii)
+
+    def accuracy(self, bound: str, radii) -> np.ndarray:
+        """Certified accuracy under `bound` at each radius (Eq. 3)."""
+        return certified_accuracy(self.radii[bound], self.hits[bound], radii)
 
 
 def read_certificates(
@@ -85,7 +95,8 @@ def read_certificates(
     noise = identity["noise"]
     bounds = NOISES[noise].bounds
     if "noise" in table.header:
-        missing = [c for c in fmt.columns(noise) if c not in table.header]
+        # top_class came later: files without it count every bound's hits by `correct`
+        missing = [c for c in fmt.columns(noise)[:-1] if c not in table.header]
         if missing:
             raise L1CertError(f"{path}: missing column(s) {', '.join(missing)} for {noise} noise")
         columns = {b: f"radius_{b}" for b in bounds}
@@ -94,7 +105,16 @@ def read_certificates(
     predict = np.asarray(table.column("predict", int))
     correct = np.asarray(table.column("correct", int)).astype(bool)
     radii = {bound: np.asarray(table.column(column)) for bound, column in columns.items()}
-    return Certificates(path=path, predict=predict, correct=correct, radii=radii, **identity)
+    hits, abstains = {}, {}
+    for bound, radius in radii.items():
+        if BOUNDS[bound].uses_pb and "top_class" in table.header:
+            top_class = np.asarray(table.column("top_class", int))
+            label = np.asarray(table.column("label", int))
+            hits[bound], abstains[bound] = (radius > 0) & (top_class == label), radius <= 0
+        else:
+            hits[bound], abstains[bound] = correct, predict == -1
+    return Certificates(path=path, predict=predict, correct=correct, radii=radii, hits=hits,
+                        abstains=abstains, **identity)
 
 
 def _sidecar_identity(path: Path, settings: dict, table: fmt.Table) -> dict:
@@ -102,7 +122,12 @@ def _sidecar_identity(path: Path, settings: dict, table: fmt.Table) -> dict:
     missing = [key for key in keys if key not in settings]
     if missing:
         raise L1CertError(f"{fmt.sidecar_path(path)}: lacks {', '.join(missing)}")
+    sequential = settings.get("sampling") == "sequential"
+    if sequential and max(table.column("n", int)) > settings["n"]:
+        raise L1CertError(f"{path}: a row drew more than the cap n = {settings['n']}")
     for name, kind in _ROW_SETTINGS.items():
+        if name == "n" and sequential:  # each point's own number of draws, up to the cap
+            continue
         values = set(table.column(name, str))
         if len(values) > 1:
             shown = ", ".join(sorted(values)[:3])
@@ -120,7 +145,8 @@ def _sidecar_identity(path: Path, settings: dict, table: fmt.Table) -> dict:
     return {"dataset": str(settings["dataset"]), "training": str(settings["training"]),
             "noise": settings["noise"], "sigma": float(settings["sigma"]),
             "model": str(settings["model_name"]), "n0": int(settings["n0"]),
-            "n": int(settings["n"]), "alpha": float(settings["alpha"])}
+            "n": int(settings["n"]), "alpha": float(settings["alpha"]),
+            "sampling": str(settings.get("sampling", "fixed"))}
 
 
 def _same(a, b) -> bool:
@@ -150,9 +176,16 @@ def read_all(
         run = read_certificates(path, dataset, label)
         key = (run.dataset, run.model)
         if key in seen:
+            other, other_sampling = seen[key]
+            if other_sampling != run.sampling:
+                raise L1CertError(
+                    f"{path}: a {run.sampling} and a {other_sampling} run ({other}) of the same "
+                    f"model ({run.dataset}, {run.model}) would share a table row; report them "
+                    "separately"
+                )
             raise L1CertError(f"{path}: same dataset and model ({run.dataset}, {run.model}) "
-                              f"as {seen[key]}")
-        seen[key] = path
+                              f"as {other}")
+        seen[key] = path, run.sampling
         runs.append(run)
         log(f"  {run.dataset} {run.model}: {run.points} points, bounds {', '.join(run.bounds)}")
     if not runs:
@@ -204,10 +237,10 @@ class Row:
 def accuracy_rows(runs: Sequence[Certificates], radii: Sequence[float]) -> list[Row]:
     return [
         Row(run, bound,
-            clean_accuracy=float(run.correct.mean()),
-            abstention_rate=float((run.predict == -1).mean()),
-            acr=average_certified_radius(radius, run.correct),
-            accuracy=certified_accuracy(radius, run.correct, radii))
+            clean_accuracy=float(run.hits[bound].mean()),
+            abstention_rate=float(run.abstains[bound].mean()),
+            acr=average_certified_radius(radius, run.hits[bound]),
+            accuracy=run.accuracy(bound, radii))
         for run in runs for bound, radius in run.radii.items()
     ]
 
@@ -232,7 +265,7 @@ def envelopes(runs: Sequence[Certificates], radii: Sequence[float]) -> list[Enve
             groups.setdefault((run.dataset, run.training, bound), []).append(run)
     result = []
     for (dataset, training, bound), members in groups.items():
-        curves = np.array([certified_accuracy(m.radii[bound], m.correct, radii) for m in members])
+        curves = np.array([m.accuracy(bound, radii) for m in members])
         winner = curves.argmax(axis=0)
         best = curves.max(axis=0)
         best_models = [members[w] if b > 0 else None
@@ -255,11 +288,14 @@ def radius_grid(runs: Sequence[Certificates], points: int = 400) -> np.ndarray:
 
 
 def settings_text(runs: Sequence[Certificates]) -> str:
-    """'n = 10000, n0 = 100, α = 0.001' (sets of values where the files differ)."""
-    def values(attr):
+    """'n = 10000, n0 = 100, α = 0.001, fixed sampling' (sets where the files differ)."""
+    def values(attr, form="{:g}"):
         found = sorted({getattr(r, attr) for r in runs if getattr(r, attr) is not None})
         if not found:
             return "unknown"
-        shown = ", ".join(f"{v:g}" for v in found)
+        shown = ", ".join(form.format(v) for v in found)
         return shown if len(found) == 1 else "{" + shown + "}"
-    return f"n = {values('n')}, n0 = {values('n0')}, α = {values('alpha')}"
+    modes = {r.sampling for r in runs}
+    cap = " (the cap of sequential sampling)" if "sequential" in modes else ""
+    n = f"n = {values('n')}{cap}"
+    return f"{n}, n0 = {values('n0')}, α = {values('alpha')}, {values('sampling', '{}')} sampling"

@@ -31,12 +31,14 @@ RUN_COLUMNS = ("noise", "sigma", "scale", "n0", "n", "alpha", "count", "pa_lower
 
 
 def columns(noise: str) -> list[str]:
-    """The full header for a noise (laplace adds count_b and pb_upper for teng_multiclass)."""
+    """The full header for a noise (laplace adds count_b and pb_upper for teng_multiclass),
+    ending with top_class: ĉA, which `predict` hides (-1) where the primary bound abstains
+    though another bound (Theorem 1) may still certify it."""
     bounds = NOISES[noise].bounds
     cols = [*COHEN_COLUMNS, *RUN_COLUMNS, *(f"radius_{bound}" for bound in bounds)]
     if any(BOUNDS[bound].uses_pb for bound in bounds):
         cols += ["count_b", "pb_upper"]
-    return cols
+    return [*cols, "top_class"]
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:

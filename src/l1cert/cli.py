@@ -8,7 +8,7 @@ import sys
 import click
 
 from l1cert.names import DEFAULT_RADII
-from l1cert.utils import L1CertError
+from l1cert.utils import L1CertError, parse_radii
 
 
 class _Group(click.Group):
@@ -88,15 +88,23 @@ def radius(noise, sigma, pa, pb, bounds):
 @click.option("--shard", default="1/1", show_default=True, help="This shard k/K (1-based).")
 @click.option("--skip", type=int, default=1, show_default=True, help="Every skip-th point.")
 @click.option("--max", "max_points", type=int, default=-1, show_default=True, help="-1: all.")
+@click.option("--sampling", default="fixed", show_default=True,
+              help="fixed: n draws per point (Cohen et al.); sequential: stop once the point's "
+                   "bucket among --radii is decided, n being the cap.")
+@click.option("--radii", help="Comma-separated l1 radii a sequential run decides.")
+@click.option("--compile", default="off", show_default=True,
+              help="torch.compile the model: on, off, or auto (when the job is large enough).")
+@click.option("--precision", default="fp32", show_default=True, help="fp32 or bf16 forward.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=int, help="torch threads (default: torch's own).")
 @click.option("--out", required=True, help="Output TSV (sidecar: same path, .json).")
-def certify(model_path, threads, out, max_points, **options):
+def certify(model_path, threads, out, max_points, radii, **options):
     """Certify a test split (or one shard of it) into a TSV; rerun to resume."""
     from l1cert.shards import certify_to_tsv
 
     _set_threads(threads)
-    certify_to_tsv(model_path, out, max_points=max_points, **options)
+    radii = parse_radii(radii) if radii else None
+    certify_to_tsv(model_path, out, max_points=max_points, radii=radii, **options)
 
 
 @main.command()
@@ -192,7 +200,7 @@ def import_(src, out, **options):
 @click.option("--label", help="Training label of Cohen et al.'s six-column files.")
 def report(certify_files, out_dir, radii, metrics, fig6_sigma, dataset, label):
     """Tables, figures, metrics and plot data from merged certify files (no model needed)."""
-    from l1cert.report import build_report, parse_radii
+    from l1cert.report import build_report
 
     build_report(certify_files, out_dir, parse_radii(radii), metrics, fig6_sigma, dataset, label)
 

@@ -18,7 +18,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from l1cert import certificates  # noqa: E402
-from l1cert.analysis import Certificates, certified_accuracy, envelopes  # noqa: E402
+from l1cert.analysis import Certificates, envelopes  # noqa: E402
 from l1cert.names import TRAININGS  # noqa: E402
 from l1cert.noise import NOISES  # noqa: E402
 from l1cert.utils import atomic_path  # noqa: E402
@@ -140,7 +140,7 @@ def accuracy_per_sigma(stem: Path, runs: Sequence[Certificates], grid: np.ndarra
             for run in runs:
                 if run.training == training and run.noise == noise and bound in run.radii:
                     label = f"σ = {run.sigma:g}" if run.sigma is not None else run.model
-                    ax.plot(grid, certified_accuracy(run.radii[bound], run.correct, grid),
+                    ax.plot(grid, run.accuracy(bound, grid),
                             color=colors[sigmas.index(run.sigma)], label=label)
             _finish(ax)
     return save(fig, stem)
@@ -159,8 +159,8 @@ def bound_comparison_per_sigma(stem: Path, runs: Sequence[Certificates], grid: n
             for run in runs:
                 if run.training != training or run.sigma != sigma:
                     continue
-                for bound, radius in run.radii.items():
-                    ax.plot(grid, certified_accuracy(radius, run.correct, grid),
+                for bound in run.radii:
+                    ax.plot(grid, run.accuracy(bound, grid),
                             color=BOUND_COLORS[bound], ls=BOUND_STYLES.get(bound, "-"),
                             label=BOUND_LABELS[bound])
             _finish(ax)

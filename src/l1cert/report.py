@@ -27,7 +27,6 @@ from l1cert.analysis import (
     Row,
     accuracy_rows,
     all_bounds,
-    certified_accuracy,
     envelopes,
     log,
     radius_grid,
@@ -147,7 +146,10 @@ def captions(runs: Sequence[Certificates], radii: Sequence[float], fig6_sigma: f
             "radius under the bound is at least r. One row per model and bound; clean accuracy "
             "is that of the smoothed classifier (abstentions count as wrong), abstention rate is "
             "the fraction of points where it abstains, ACR is the mean over all points of "
-            f"radius times correct (Zhai et al. 2020). Certification: {stats}."),
+            f"radius times correct (Zhai et al. 2020). Certification: {stats}."
+            + (" Sequential sampling stops once a point's bucket among these radii is decided, "
+               "so its radii pin the bucket, not the value: its ACR is not comparable with "
+               "fixed sampling's." if any(r.sampling == "sequential" for r in runs) else "")),
         "envelope": (
             "Envelope over sigma: for each dataset, training type and bound, the best certified "
             "accuracy (in %) at each l1 radius over all noise levels, with the sigma that "
@@ -224,8 +226,8 @@ def curve_rows(runs: Sequence[Certificates], grids: dict[str, np.ndarray]):
     """Long rows (dataset, model, noise, training, sigma, bound, radius, certified_accuracy)."""
     for run in runs:
         grid = grids[run.dataset]
-        for bound, radius in run.radii.items():
-            for r, a in zip(grid, certified_accuracy(radius, run.correct, grid), strict=True):
+        for bound in run.radii:
+            for r, a in zip(grid, run.accuracy(bound, grid), strict=True):
                 yield [run.dataset, run.model, run.noise, run.training,
                        "" if run.sigma is None else f"{run.sigma:g}", bound, f"{r:g}", f"{a:.6g}"]
 
@@ -234,7 +236,7 @@ def bound_plot_csv(runs: Sequence[Certificates], bound: str, grid: np.ndarray) -
     """Wide per-bound curves for `dvc plots`: radius, then one column per model (σ)."""
     members = [r for r in runs if bound in r.radii]
     header = ["radius"] + [m.model.replace(".", "_") for m in members]
-    curves = [certified_accuracy(m.radii[bound], m.correct, grid) for m in members]
+    curves = [m.accuracy(bound, grid) for m in members]
     rows = [[f"{r:g}", *(f"{c[i]:.6g}" for c in curves)] for i, r in enumerate(grid)]
     return to_csv(header, rows)
 
@@ -351,14 +353,4 @@ def check_radii(radii: Iterable[float]) -> list[float]:
     radii = sorted({float(r) for r in radii})
     if not radii or any(r < 0 or not math.isfinite(r) for r in radii):
         raise L1CertError("--radii must be finite non-negative numbers")
-    return radii
-
-
-def parse_radii(text: str) -> list[float]:
-    try:
-        radii = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise L1CertError(f"--radii must be comma-separated numbers, got {text!r}") from None
-    if not radii:
-        raise L1CertError("--radii is empty")
     return radii

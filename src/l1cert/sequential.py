@@ -29,11 +29,12 @@ from l1cert.noise import NOISES
 from l1cert.stats import lower_confidence_bound, upper_confidence_bound
 from l1cert.utils import L1CertError
 
+FIRST_LOOK = 100  # estimation draws of the first round; each later round doubles the total
 LAST_SHARE = 0.9  # of alpha, kept for the last look (see the module docstring)
 UPPER_ALPHA = 0.05  # per point: chance that a wrong upper end stops it early (measured)
 
 
-def looks(cap: int, first: int = 100, growth: float = 2.0) -> list[int]:
+def looks(cap: int, first: int = FIRST_LOOK, growth: float = 2.0) -> list[int]:
     """Cumulative estimation draws at each look: first·growth^k below cap, then cap itself."""
     if int(first) != first or first < 1:
         raise L1CertError(f"first look must be a positive integer, got {first}")

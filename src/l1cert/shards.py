@@ -27,6 +27,8 @@ import torch
 from tqdm import tqdm
 
 from l1cert import certify_format as fmt
+from l1cert import sequential
+from l1cert.forward import check_compile_mode, check_precision, should_compile
 from l1cert.noise import Noise, make_noise
 from l1cert.provenance import code_digest
 from l1cert.smoothing import Certificate, Smooth
@@ -42,8 +44,9 @@ from l1cert.utils import (
 SHARED_SETTINGS = (
     "model_sha256", "model_name", "training", "dataset", "split", "dataset_size",
     "num_classes", "noise", "sigma", "scale", "n0", "n", "alpha", "seed", "skip", "max",
-    "shards", "columns", "code",
+    "shards", "columns", "code", "sampling", "radii", "looks", "compile", "precision",
 )  # fmt: skip
+SAMPLINGS = ("fixed", "sequential")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -73,6 +76,25 @@ def point_generator(seed: int, idx: int, device: torch.device) -> torch.Generato
     """The noise generator of test point idx: the same on every shard and every restart."""
     state = np.random.SeedSequence([seed, idx]).generate_state(1, np.uint64)[0]
     return torch.Generator(device=device).manual_seed(int(state) & (2**63 - 1))
+
+
+def check_sampling(sampling: str, radii, n: int) -> list[float] | None:
+    """The radius grid a sequential run decides (None for fixed sampling)."""
+    if sampling not in SAMPLINGS:
+        raise L1CertError(f"unknown sampling {sampling!r} (choose from fixed, sequential)")
+    if sampling == "fixed":
+        return None
+    if radii is None or len(radii) == 0:
+        raise L1CertError("--sampling sequential needs --radii R1,R2,... (the table's radii)")
+    radii = [float(r) for r in radii]
+    if any(not (math.isfinite(r) and r >= 0) for r in radii) or radii != sorted(set(radii)):
+        raise L1CertError(f"--radii must be increasing non-negative numbers, got {radii}")
+    if n < sequential.FIRST_LOOK:
+        raise L1CertError(
+            f"--n {n} (the cap of sequential sampling) is below its first round of "
+            f"{sequential.FIRST_LOOK} draws"
+        )
+    return radii
 
 
 def check_arguments(sigma, n0, n, alpha, batch, seed, skip, max_points) -> None:
@@ -117,16 +139,26 @@ def certify_to_tsv(
     shard: str | tuple[int, int] = (1, 1),
     skip: int = 1,
     max_points: int = -1,
+    sampling: str = "fixed",
+    radii: list[float] | None = None,
+    compile: str = "off",
+    precision: str = "fp32",
     device: str = "auto",
     progress: bool = True,
 ) -> Path:
     """Certify this shard's test points into `out` (TSV) and its sidecar; resume if started.
 
-    Dataset, noise and sigma default to the checkpoint's. Returns the TSV path.
+    Dataset, noise and sigma default to the checkpoint's. `sampling="sequential"` stops each
+    point once its bucket in `radii` is decided (`n` is then the cap; see
+    `Smooth.certify_sequential`). `compile` (auto, on, off) and `precision` (fp32, bf16)
+    choose how the base classifier runs (`l1cert.forward`). Returns the TSV path.
     """
     from l1cert import data, models
 
     check_arguments(sigma, n0, n, alpha, batch, seed, skip, max_points)
+    grid = check_sampling(sampling, radii, n)
+    check_compile_mode(compile)
+    check_precision(precision)
     k, total = parse_shard(shard if isinstance(shard, str) else f"{shard[0]}/{shard[1]}")
     model_path, out = Path(model_path), Path(out)
     _check_out(out)
@@ -161,7 +193,12 @@ def certify_to_tsv(
         "total_points": len(indices),
         "columns": fmt.columns(smooth_noise.name),
         "code": code_digest(__name__),
+        "sampling": sampling,
+        "radii": grid,
+        "looks": sequential.looks(n) if grid else None,
+        "precision": precision,
     }
+    settings["compile"], reason = should_compile(compile, len(block), n0 + n, device)
     if _already_complete(out, settings):
         return out
     check_memory(meta["input_shape"], 2 * min(batch, max(n, n0)), device)  # buffer, scratch
@@ -170,32 +207,55 @@ def certify_to_tsv(
         if _already_complete(out, settings):  # finished by the writer that held the lock
             return out
         done = _prepare_partial(partial, settings)
-        smooth = Smooth(model, settings["num_classes"], smooth_noise)
+        smooth = Smooth(model, settings["num_classes"], smooth_noise,
+                        compile=settings["compile"], precision=precision)  # fmt: skip
         todo = [idx for idx in block if idx not in done]
+        if progress:
+            print(f"l1cert certify: compile {'on' if settings['compile'] else 'off'} "
+                  f"({reason}), precision {precision}", file=sys.stderr)  # fmt: skip
         if todo:
             warn_if_slow(smooth, test_set[todo[0]][0], n0 + n, batch)
+        draws = f"{n} draws/point" if grid is None else f"sequential, at most {n} draws/point"
         bar = tqdm(
             total=len(block),
             initial=len(block) - len(todo),
             desc=f"certify {dataset} {smooth_noise.name} sigma={smooth_noise.sigma:g} "
-            f"shard {k}/{total} ({n} draws/point)",
+            f"shard {k}/{total} ({draws})",
             unit="point",
             file=sys.stderr,
             disable=not progress,
         )
         with open(partial, "a") as f, bar:
-            for idx in todo:
-                x, label = test_set[idx]
-                start = time.perf_counter()
-                cert = smooth.certify(x, n0, n, alpha, batch, point_generator(seed, idx, device))
-                elapsed = time.perf_counter() - start
-                f.write(fmt.format_row(row_values(idx, int(label), cert, elapsed, settings),
+            for idx, cert, elapsed in _certify_points(smooth, test_set, todo, settings, device):
+                label = int(test_set[idx][1])
+                f.write(fmt.format_row(row_values(idx, label, cert, elapsed, settings),
                                        smooth_noise.name))  # fmt: skip
                 f.flush()
                 os.fsync(f.fileno())
                 bar.update()
         _publish(partial, out, settings, len(block))
     return out
+
+
+def _certify_points(smooth: Smooth, test_set, todo: list[int], settings: dict, device):
+    """(idx, certificate, seconds) for each point, in the order they finish."""
+    n0, n, alpha, batch = (settings[k] for k in ("n0", "n", "alpha", "batch"))
+    if settings["sampling"] == "fixed":
+        for idx in todo:
+            start = time.perf_counter()
+            generator = point_generator(settings["seed"], idx, device)
+            cert = smooth.certify(test_set[idx][0], n0, n, alpha, batch, generator)
+            yield idx, cert, time.perf_counter() - start
+        return
+    started = {}
+
+    def points():  # a point's time runs from when it joins the batches to when it stops
+        for idx in todo:
+            started[idx] = time.perf_counter()
+            yield idx, test_set[idx][0], point_generator(settings["seed"], idx, device)
+
+    for idx, cert in smooth.certify_sequential(points(), n0, n, alpha, batch, settings["radii"]):
+        yield idx, cert, time.perf_counter() - started.pop(idx)
 
 
 def _identity(meta: dict, dataset: str, noise: Noise) -> dict:
@@ -219,7 +279,7 @@ def warn_if_slow(smooth: Smooth, x: torch.Tensor, draws: int, batch: int) -> Non
     """Time one batch; warn when a point would take more than a day at that rate."""
     size = min(batch, draws)
     start = time.perf_counter()
-    smooth.certify(x, 1, size, 0.5, size)
+    smooth.certify(x, 1, size, 0.5, batch)
     rate = (size + 1) / max(time.perf_counter() - start, 1e-9)
     days = draws / rate / 86400
     if days > 1:
@@ -233,9 +293,9 @@ def row_values(idx: int, label: int, cert: Certificate, elapsed: float, settings
         "idx": idx, "label": label, "predict": cert.prediction, "radius": cert.radius,
         "correct": int(cert.prediction != fmt.ABSTAIN and cert.prediction == label),
         "time": f"{elapsed:.4f}", "noise": settings["noise"], "sigma": f"{settings['sigma']:g}",
-        "scale": settings["scale"], "n0": settings["n0"], "n": settings["n"],
+        "scale": settings["scale"], "n0": settings["n0"], "n": cert.n,
         "alpha": f"{settings['alpha']:g}", "count": cert.count, "pa_lower": cert.pa_lower,
-        "count_b": cert.count_b, "pb_upper": cert.pb_upper,
+        "count_b": cert.count_b, "pb_upper": cert.pb_upper, "top_class": cert.top_class,
         **{f"radius_{bound}": radius for bound, radius in cert.radii.items()},
     }  # fmt: skip
 
@@ -350,7 +410,12 @@ def _write_header(path: Path, settings: dict) -> None:
 
 
 def _publish(partial: Path, out: Path, settings: dict, rows: int) -> None:
-    """Seal the sidecar with the finished table's digest, then move the pair onto `out`."""
+    """Sort the rows by idx, seal the sidecar with the finished table's digest, then move the
+    pair onto `out`."""
+    table = fmt.read_rows(partial, settings["num_classes"])
+    with atomic_path(partial) as tmp:
+        tmp.write_text("\t".join(table.header) + "\n"
+                       + "".join(line + "\n" for _, line in sorted(table.lines().items())))
     fmt.write_sidecar(partial, fmt.seal(partial, settings, rows))
     out.parent.mkdir(parents=True, exist_ok=True)
     os.replace(fmt.sidecar_path(partial), fmt.sidecar_path(out))

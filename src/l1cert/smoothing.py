@@ -7,15 +7,17 @@ the host.
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from l1cert import certificates
+from l1cert import sequential
 from l1cert.forward import BaseClassifier, check_precision
 from l1cert.noise import Noise, make_noise
-from l1cert.stats import lower_confidence_bound, top_two_pvalue, upper_confidence_bound
+from l1cert.stats import top_two_pvalue
 
 ABSTAIN = -1
 
@@ -24,11 +26,11 @@ ABSTAIN = -1
 class Certificate:
     """What CERTIFY found for one input.
 
-    `prediction` is ABSTAIN (-1) when p̲A ≤ 1/2 under the noise's primary bound; all radii are
-    then 0. `count`/`pa_lower`: the votes for ĉA among the n estimation draws and their
-    Clopper–Pearson lower bound at level 1 − α (used by every single-class bound). `count_b`:
-    the votes for the runner-up; `pb_upper`: the upper bound used by `teng_multiclass` (see
-    `Smooth.certify`).
+    `prediction` is ABSTAIN (-1) when p̲A ≤ 1/2, where the noise's primary bound abstains,
+    and ĉA (`top_class`) otherwise. `count`/`pa_lower`: the votes for ĉA among the `n`
+    estimation draws and their Clopper–Pearson lower bound (used by every single-class
+    bound, 0 where p̲A ≤ 1/2). `count_b`: the votes for the runner-up; `pb_upper`: the upper
+    bound used by `teng_multiclass`, whose radius stands wherever p̲A > p̄B (Theorem 1).
     """
 
     prediction: int
@@ -37,6 +39,8 @@ class Certificate:
     radii: dict[str, float] = field(default_factory=dict)
     count_b: int = 0
     pb_upper: float = 1.0
+    top_class: int = ABSTAIN
+    n: int = 0
 
     @property
     def radius(self) -> float:
@@ -87,35 +91,108 @@ class Smooth:
         """Pick ĉA from n0 draws, bound P(f(x+ε) = ĉA) from n fresh draws, turn it into radii.
 
         Single-class bounds (teng, lecuyer, cohen, uniform) use p̲A at level 1 − α. For
-        `teng_multiclass`, p̲A and p̄B must hold together, so α is split (Bonferroni): p̲A at
-        level 1 − α/2, and p̄B bounds the largest of the other K − 1 class probabilities at
-        level 1 − α/2 by bounding each at α/(2(K − 1)), which for the runner-up count is the
-        largest of these bounds; since p_B ≤ 1 − p_A ≤ 1 − p̲A on the same event, p̄B is also
-        capped at 1 − p̲A.
+        `teng_multiclass`, p̲A and p̄B must hold together: with K > 2 classes α is split
+        (Bonferroni), p̲A at level 1 − α/2 and each other class bounded at α/(2(K − 1)), p̄B
+        capped at 1 − p̲A; with two classes p̄B = 1 − p̲A at the full level. Theorem 1
+        certifies wherever p̲A > p̄B, also when the primary bound abstains (p̲A ≤ 1/2).
         """
         counts0 = self._count(x, n0, batch_size, generator)
         c_hat = int(counts0.argmax())
         counts = self._count(x, n, batch_size, generator)
-        count = int(counts[c_hat])
-        count_b = int(np.delete(counts, c_hat).max()) if self.num_classes > 1 else 0
-        pa_lower = float(lower_confidence_bound(count, n, alpha))
+        return self._certificate(c_hat, counts, sequential.bounds(
+            counts[c_hat], _runner_up(counts, c_hat), 0, [n], alpha, self.num_classes,
+            project=False), n)  # fmt: skip
 
-        pa_joint = float(lower_confidence_bound(count, n, alpha / 2))
-        alpha_b = alpha / (2 * max(self.num_classes - 1, 1))
-        pb_upper = min(float(upper_confidence_bound(count_b, n, alpha_b)), 1.0 - pa_joint)
+    def certify_sequential(
+        self,
+        points: Iterable[tuple[object, torch.Tensor, torch.Generator | None]],
+        n0: int,
+        cap: int,
+        alpha: float,
+        batch_size: int,
+        grid: Sequence[float],
+        first: int = sequential.FIRST_LOOK,
+    ) -> Iterator[tuple[object, Certificate]]:
+        """Sequential CERTIFY of many points: yields (key, certificate) as each one stops.
 
-        noise = self.noise
-        radii = {}
-        for bound in noise.bounds:
-            uses_pb = certificates.BOUNDS[bound].uses_pb
-            pa = pa_joint if uses_pb else pa_lower
-            pb = pb_upper if uses_pb else None
-            radii[bound] = float(certificates.radius(bound, noise.name, noise.scale, pa, pb))
-        prediction = c_hat
-        if not pa_lower > 0.5:
-            prediction = ABSTAIN
-            radii = dict.fromkeys(radii, 0.0)
-        return Certificate(prediction, count, pa_lower, radii, count_b, pb_upper)
+        After its n0 selection draws, each point draws its estimation samples in growing rounds
+        (`sequential.looks(cap, first)`) and stops as soon as its bucket in `grid` is decided
+        for every bound of the noise (`sequential.step`), at the latest at `cap` draws. Several
+        points share each forward batch so small early rounds still fill it; every point draws
+        from its own generator in pieces fixed by its own schedule, so a point's certificate
+        does not depend on which points it shared batches with.
+        """
+        looks = sequential.looks(cap, first)
+        f = self._classifier(batch_size)
+        in_flight = -(-batch_size // min(first, n0)) + 1
+        queue, active = iter(points), []
+        with torch.inference_mode():
+            buffer = scratch = None
+            while True:
+                while len(active) < in_flight and (point := next(queue, None)) is not None:
+                    key, x, generator = point
+                    if buffer is None:
+                        buffer = torch.empty((batch_size, *x.shape), device=f.device,
+                                             memory_format=self._memory_format(x))
+                        scratch = torch.empty_like(buffer)
+                    active.append(_Flight(key, self._as_batch(x, f), generator, n0,
+                                          batch_size, self.num_classes))
+                if not active:
+                    return
+                self._vote(f, active, buffer, scratch)
+                for flight in [a for a in active if not a.pieces]:
+                    certificate = self._next_round(flight, looks, alpha, grid)
+                    if certificate is not None:
+                        active.remove(flight)
+                        yield flight.key, certificate
+
+    def _vote(self, f, active: list[_Flight], buffer, scratch) -> None:
+        """One forward batch of whole pieces from the points in flight; count their votes."""
+        plan, used = [], 0
+        for flight in active:
+            while flight.pieces and used + flight.pieces[0] <= len(buffer):
+                size = flight.pieces.popleft()
+                noisy = self.noise.perturb_(buffer[used : used + size], flight.x,
+                                            flight.generator, scratch[used : used + size])
+                plan.append((flight, noisy))
+                used += size
+        labels = f(buffer[:used])
+        owner = torch.repeat_interleave(torch.arange(len(plan), device=labels.device),
+                                        torch.tensor([len(noisy) for _, noisy in plan],
+                                                     device=labels.device))
+        votes = torch.bincount(owner * self.num_classes + labels,
+                               minlength=len(plan) * self.num_classes)
+        for (flight, _), counts in zip(plan, votes.view(len(plan), -1).cpu().numpy(),
+                                       strict=True):
+            flight.counts += counts
+
+    def _next_round(self, flight: _Flight, looks, alpha, grid) -> Certificate | None:
+        """After a finished round: pick ĉA, or stop with a certificate, or plan the next look."""
+        if flight.c_hat is None:  # the selection round: its draws never enter the estimate
+            flight.c_hat = int(flight.counts.argmax())
+            flight.counts[:] = 0
+        else:
+            count_a = flight.counts[flight.c_hat]
+            count_b = _runner_up(flight.counts, flight.c_hat)
+            b, stop = sequential.step(count_a, count_b, flight.look, looks, alpha,
+                                      self.num_classes, self.noise.name, self.noise.scale, grid)
+            if stop:
+                return self._certificate(flight.c_hat, flight.counts, b, looks[flight.look])
+            flight.look += 1
+        done = looks[flight.look - 1] if flight.look else 0
+        flight.schedule(looks[flight.look] - done)
+        return None
+
+    def _certificate(self, c_hat: int, counts: np.ndarray, b, n: int) -> Certificate:
+        radii = {k: float(v) for k, v in sequential.radii(b, self.noise.name,
+                                                          self.noise.scale).items()}
+        prediction = c_hat if float(b.pa_lower) > 0.5 else ABSTAIN
+        return Certificate(prediction, int(counts[c_hat]), float(b.pa_lower), radii,
+                           _runner_up(counts, c_hat), float(b.pb_upper), c_hat, n)
+
+    def _as_batch(self, x: torch.Tensor, f) -> torch.Tensor:
+        """x as a batch of one on the device in the buffer's layout (it broadcasts cheaply)."""
+        return x.to(f.device).unsqueeze(0).contiguous(memory_format=self._memory_format(x))
 
     def predict(
         self,
@@ -143,8 +220,7 @@ class Smooth:
         device = f.device
         with torch.inference_mode():
             memory_format = self._memory_format(x)
-            # x as a batch of one in the buffer's layout, so adding it broadcasts cheaply
-            x = x.to(device).unsqueeze(0).contiguous(memory_format=memory_format)
+            x = self._as_batch(x, f)
             shape = (min(batch_size, f.batch_size, num), *x.shape[1:])
             buffer = torch.empty(shape, dtype=x.dtype, device=device, memory_format=memory_format)
             scratch = torch.empty_like(buffer)
@@ -169,3 +245,26 @@ class Smooth:
         if self.channels_last and x.dim() == 3:
             return torch.channels_last
         return torch.contiguous_format
+
+
+def _runner_up(counts: np.ndarray, c_hat: int) -> int:
+    """The largest vote count among the classes other than ĉA (0 with one class)."""
+    return int(np.delete(counts, c_hat).max()) if len(counts) > 1 else 0
+
+
+class _Flight:
+    """A point in sequential certification: its draws still to make, in pieces of at most one
+    batch, and its votes so far."""
+
+    def __init__(self, key, x, generator, n0: int, batch_size: int, num_classes: int):
+        self.key, self.x, self.generator = key, x, generator
+        self.batch_size = batch_size
+        self.counts = np.zeros(num_classes, dtype=np.int64)
+        self.c_hat: int | None = None
+        self.look = 0
+        self.pieces: collections.deque[int] = collections.deque()
+        self.schedule(n0)
+
+    def schedule(self, draws: int) -> None:
+        full, rest = divmod(draws, self.batch_size)
+        self.pieces.extend([self.batch_size] * full + ([rest] if rest else []))

@@ -79,3 +79,14 @@ def umask() -> int:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def parse_radii(text: str) -> list[float]:
+    """`--radii 0,0.25,0.5` as floats; one line on bad input."""
+    try:
+        radii = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise L1CertError(f"--radii must be comma-separated numbers, got {text!r}") from None
+    if not radii:
+        raise L1CertError("--radii is empty")
+    return radii
