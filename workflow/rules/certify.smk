@@ -19,7 +19,7 @@ rule certify:
     params:
         shard=lambda wildcards: wildcards.scatteritem.replace("-of-", "/"),
         data=data_options,
-        certify=cli_options(config["certify"], skip=("shards",)),
+        certify=certify_options,
     threads: config["resources"]["certify"]["threads"]
     resources:
         gpu=config["resources"]["certify"]["gpu"],

@@ -61,6 +61,14 @@ def data_options(wildcards=None):
     return f"--root {shlex.quote(config['data']['root'])} --image-size {config['data']['image_size']}"
 
 
+def certify_options(wildcards=None):
+    """The certify section as options; sequential sampling decides the report's radii."""
+    options = cli_options(config["certify"], skip=("shards",))
+    if config["certify"]["sampling"] == "sequential":
+        options += f" --radii {shlex.quote(config['report']['radii'])}"
+    return options
+
+
 def cli_options(section, prefix="", skip=()):
     """A params section as `l1cert` options, spelled as DVC's ${section} writes them
     (`--batch_size 64 --type2.norm linf`), so both engines pass the same values."""
