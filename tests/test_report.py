@@ -156,7 +156,7 @@ def built(tmp_path_factory):
 
 def test_report_files_hold_the_hand_computed_numbers(built):
     out, metrics_path, log = built
-    assert f"reading {HAND_MADE}" in log and f"wrote {metrics_path}" in log
+    assert f"read {HAND_MADE}: " in log and f"wrote {metrics_path}" in log
 
     with open(out / "tables" / "certified-accuracy.csv") as f:
         table = {row["bound"]: row for row in csv.DictReader(f) if row["dataset"] == "digits"}

@@ -169,10 +169,10 @@ def _cohen_identity(path: Path, dataset: str | None, label: str | None) -> dict:
 def read_all(
     paths: Iterable[str | Path], dataset: str | None = None, label: str | None = None
 ) -> list[Certificates]:
-    """Read every file (logging each), refusing two files for the same dataset and model."""
+    """Read every file, refusing two files for the same dataset and model; log each once all
+    are read (an error is then the only line on stderr)."""
     runs, seen = [], {}
     for path in paths:
-        log(f"reading {path}")
         run = read_certificates(path, dataset, label)
         key = (run.dataset, run.model)
         if key in seen:
@@ -186,10 +186,13 @@ def read_all(
             raise L1CertError(f"{path}: same dataset and model ({run.dataset}, {run.model}) "
                               f"as {other}")
         seen[key] = path, run.sampling
-        runs.append(run)
-        log(f"  {run.dataset} {run.model}: {run.points} points, bounds {', '.join(run.bounds)}")
+        runs.append((path, run))
     if not runs:
         raise L1CertError("no certify files given")
+    for path, run in runs:
+        log(f"read {path}: {run.dataset} {run.model}: {run.points} points, "
+            f"bounds {', '.join(run.bounds)}")
+    runs = [run for _, run in runs]
     return sorted(runs, key=_run_order)
 
 

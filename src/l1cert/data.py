@@ -191,7 +191,10 @@ def _imagefolder(root: Path, split: str, image_size: int, augment: bool) -> Data
         pad = max(1, image_size // 8)
         steps += [transforms.RandomCrop(image_size, padding=pad), transforms.RandomHorizontalFlip()]
     transform = transforms.Compose([*steps, transforms.ToTensor()])
-    return _image_folder(_imagefolder_dir(root) / split, transform)
+    ds = _image_folder(_imagefolder_dir(root) / split, transform)
+    for path, _ in ds.samples:  # an undecodable file fails now, not mid-way through a run
+        _load_image(path)
+    return ds
 
 
 # --- the interface -------------------------------------------------------------------------
@@ -300,4 +303,3 @@ def _hash_content(name: str, ds: Dataset, digest) -> None:
             digest.update(f"{rel}\t{label}\t{os.path.getsize(path)}\n".encode())
             if name == "imagefolder":
                 digest.update(Path(path).read_bytes())
-                _load_image(path)  # refuse now what training would fail on later

@@ -1,0 +1,334 @@
+"""Bad input on every subcommand: one line on stderr, exit code 2, and nothing touched.
+
+One table, one test. Each case builds its files in a fresh directory (the working directory
+of the call), runs the real CLI on them and checks that the CLI
+
+- exits with code 2 and prints exactly one line, `l1cert: error: ...`, naming the problem
+  (the case's fragment), with no traceback;
+- leaves every file that was there byte for byte as it was, and makes no new file or
+  directory (unless the case lists it).
+
+Click's own usage errors (`--n 1e12` for an int option) are click's several-line messages
+and are left out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from l1cert import certify_format as fmt
+from l1cert import data, models
+from l1cert.cli import main
+
+torch.set_num_threads(1)
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+# A tiny certification: 3 points, 10 + 50 draws each.
+CERTIFY = ["certify", "--model", "model.pt", "--n0", "10", "--n", "50", "--max", "3",
+           "--batch", "50", "--seed", "1"]  # fmt: skip
+SHARDS = ["shard-1-of-2.tsv", "shard-2-of-2.tsv"]
+MERGE = ["merge", *SHARDS, "--out", "merged.tsv"]
+REPORT = ["report", "run.tsv", "--out-dir", "rep", "--radii", "0,0.25"]
+TRAIN = ["train", "--dataset", "digits", "--arch", "digits_mlp", "--noise", "laplace",
+         "--sigma", "0.25", "--epochs", "1", "--out", "tmp/run"]  # fmt: skip
+DIGITS_META = None  # filled by the `assets` fixture
+
+
+# --- the files a case starts from -----------------------------------------------------------
+
+
+def digits_model(**meta_changes):
+    """An untrained digits MLP in the real checkpoint format, its meta changed as given."""
+    info = data.dataset_info("digits")
+    torch.manual_seed(0)
+    meta = dict(
+        arch="digits_mlp", dataset="digits", num_classes=10, input_shape=info.input_shape,
+        mean=info.mean, std=info.std, noise="laplace", sigma=0.25, training="type1",
+        type2=None, epochs=0, seed=0,
+    )  # fmt: skip
+    meta.update(meta_changes)
+    model = models.build_model("digits_mlp", 10, meta["input_shape"], info.mean, info.std)
+    return model, meta
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> Path:
+    """model.pt, a finished 3-point run (run.tsv) and the same run in two shards, all made
+    by `l1cert certify`."""
+    folder = tmp_path_factory.mktemp("assets")
+    model, meta = digits_model()
+    models.save_model(folder / "model.pt", model, meta)
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        for extra in (["--out", "run.tsv"],
+                      ["--shard", "1/2", "--out", SHARDS[0]],
+                      ["--shard", "2/2", "--out", SHARDS[1]]):  # fmt: skip
+            result = CliRunner().invoke(main, [*CERTIFY, *extra])
+            assert result.exit_code == 0, result.output
+    finally:
+        os.chdir(cwd)
+    shutil.rmtree(folder / "partial")  # lock files of the finished runs
+    return folder
+
+
+def copy(*names):
+    """Copy these asset files (and each TSV's sidecar) into the case's directory."""
+
+    def step(tmp: Path, assets: Path):
+        for name in names:
+            shutil.copy(assets / name, tmp / name)
+            if name.endswith(".tsv"):
+                shutil.copy(fmt.sidecar_path(assets / name), fmt.sidecar_path(tmp / name))
+
+    return step
+
+
+def write(name: str, content: str | bytes):
+    def step(tmp: Path, assets: Path):
+        path = tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+
+    return step
+
+
+def mkdir(name: str):
+    return lambda tmp, assets: (tmp / name).mkdir(parents=True)
+
+
+def model_with(**meta_changes):
+    """model.pt whose meta differs as given (a value None drops the key)."""
+
+    def step(tmp: Path, assets: Path):
+        model, meta = digits_model(**meta_changes)
+        models.save_model(tmp / "model.pt", model, {k: v for k, v in meta.items() if v is not None})
+
+    return step
+
+
+def model_without_meta(tmp: Path, assets: Path):
+    model, _ = digits_model()
+    torch.save({"format": models.FORMAT, "state_dict": model.state_dict()}, tmp / "model.pt")
+
+
+def sidecar_without(name: str, key: str):
+    def step(tmp: Path, assets: Path):
+        side = fmt.sidecar_path(tmp / name)
+        doc = json.loads(side.read_text())
+        del doc[key]
+        side.write_text(json.dumps(doc, indent=2) + "\n")
+
+    return step
+
+
+def edit_row(name: str, **changes):
+    """Change the first row of a copied certify file, then re-seal its sidecar (row count and
+    digest), so that the row check, not the seal, is what refuses it. A value may be a
+    function of the row ({column: text})."""
+
+    def step(tmp: Path, assets: Path):
+        path = tmp / name
+        lines = path.read_text().splitlines(keepends=True)
+        header = lines[0].rstrip("\n").split("\t")
+        row = dict(zip(header, lines[1].rstrip("\n").split("\t"), strict=True))
+        for column, value in changes.items():
+            row[column] = str(value(row) if callable(value) else value)
+        lines[1] = "\t".join(row[c] for c in header) + "\n"
+        path.write_text("".join(lines))
+        settings = fmt.read_sidecar(path)
+        fmt.write_sidecar(path, fmt.seal(path, settings, len(lines) - 1))
+
+    return step
+
+
+def png(name: str):
+    def step(tmp: Path, assets: Path):
+        from PIL import Image
+
+        path = tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4), (200, 30, 30)).save(path)
+
+    return step
+
+
+def wrong_label(row):
+    """A class other than the row's label: with correct=1 the row contradicts itself."""
+    return (int(row["label"]) + 1) % 10
+
+
+GARBAGE = b"\x89PNG\r\n\x1a\n not really an image \xff\xfe\x00"
+NOT_UTF8 = b"idx\tlabel\xff\xfe\n\x80\x81\x82\n"
+
+
+# --- the cases ------------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    id: str
+    setup: tuple  # steps, each (tmp, assets) -> None
+    argv: list[str]
+    fragment: str
+    new_ok: tuple[str, ...] = ()  # paths the call may create (relative to the case directory)
+    subprocess: bool = False  # run `python -m l1cert.cli` instead of click's runner
+    marks: tuple = field(default_factory=tuple)
+
+
+MODEL = (copy("model.pt"),)
+ROWS_EDITS = {
+    "predict-banana": {"predict": "banana"},
+    "radius-nan": {"radius": "nan"},
+    "negative-idx": {"idx": "-4"},
+    "correct-wrong": {"predict": wrong_label, "correct": "1"},
+}
+ROWS_FRAGMENTS = {
+    "predict-banana": "must be integers",
+    "radius-nan": "is not a radius",
+    "negative-idx": "negative idx",
+    "correct-wrong": "disagrees with predict and label",
+}
+
+CASES = [
+    # certify
+    Case("certify-out-under-file", (*MODEL, write("f.txt", "hello\n")),
+         [*CERTIFY, "--out", "f.txt/x.tsv"], "f.txt is a file"),
+    Case("certify-out-in-proc", MODEL, [*CERTIFY, "--out", "/proc/l1cert-x.tsv"], "/proc"),
+    Case("certify-out-binary-tsv", (*MODEL, write("out.tsv", NOT_UTF8)),
+         [*CERTIFY, "--out", "out.tsv"], "exists without its sidecar"),
+    Case("certify-out-binary-tsv-with-sidecar",
+         (*MODEL, copy("run.tsv"), write("run.tsv", NOT_UTF8)),
+         [*CERTIFY, "--out", "run.tsv"], "unreadable"),
+    Case("certify-meta-sigma-abc", (model_with(sigma="abc"),),
+         [*CERTIFY, "--out", "out.tsv"], "meta sigma"),
+    Case("certify-no-meta", (model_without_meta,),
+         [*CERTIFY, "--out", "out.tsv"], "no meta"),
+    Case("certify-meta-shape-wrong", (model_with(input_shape=[1, 9, 9]),),
+         [*CERTIFY, "--out", "out.tsv"], "shape [1, 9, 9]"),
+    Case("certify-max-0", MODEL, [*CERTIFY, "--max", "0", "--out", "out.tsv"], "--max"),
+    Case("certify-threads-0", MODEL, [*CERTIFY, "--threads", "0", "--out", "out.tsv"],
+         "--threads must be at least 1"),
+    Case("certify-memory", MODEL,
+         [*CERTIFY, "--n", "1000000000000", "--batch", "1000000000", "--out", "out.tsv"],
+         "GiB"),
+    Case("certify-alpha-nan", MODEL, [*CERTIFY, "--alpha", "nan", "--out", "out.tsv"],
+         "--alpha"),
+    Case("certify-sigma-inf", MODEL, [*CERTIFY, "--sigma", "inf", "--out", "out.tsv"],
+         "--sigma"),
+    # merge
+    Case("merge-out-directory", (copy(*SHARDS), mkdir("merged")),
+         ["merge", *SHARDS, "--out", "merged"], "is a directory"),
+    Case("merge-binary-shard", (copy(*SHARDS), write(SHARDS[0], NOT_UTF8)), MERGE,
+         "unreadable"),
+    Case("merge-sidecar-missing-noise", (copy(*SHARDS), sidecar_without(SHARDS[0], "noise")),
+         MERGE, "lacks noise"),
+    *(Case(f"merge-{name}", (copy(*SHARDS), edit_row(SHARDS[0], **edits)), MERGE,
+           ROWS_FRAGMENTS[name]) for name, edits in ROWS_EDITS.items()),
+    # report
+    Case("report-radii-inf", (copy("run.tsv"),), ["report", "run.tsv", "--out-dir", "rep",
+         "--radii", "0,inf"], "--radii"),
+    Case("report-out-dir-file", (copy("run.tsv"), write("rep", "x\n")), REPORT, "is a file"),
+    Case("report-metrics-directory", (copy("run.tsv"), mkdir("m")),
+         [*REPORT, "--metrics", "m"], "is a directory"),
+    Case("report-fig6-sigma-negative", (copy("run.tsv"),), [*REPORT, "--fig6-sigma", "-1"],
+         "--fig6-sigma"),
+    *(Case(f"report-{name}", (copy("run.tsv"), edit_row("run.tsv", **edits)), REPORT,
+           ROWS_FRAGMENTS[name]) for name, edits in ROWS_EDITS.items()),
+    # train
+    Case("train-seed-negative", (), [*TRAIN, "--seed", "-1"], "seed"),
+    Case("train-workers-negative", (), [*TRAIN, "--workers", "-1"], "--workers"),
+    Case("train-out-file", (write("tmp/run", "x\n"),), TRAIN, "is a file"),
+    Case("train-resnet50-digits", (), [*TRAIN, "--arch", "resnet50"], "resnet50"),
+    Case("train-momentum-nan", (), [*TRAIN, "--momentum", "nan"], "momentum"),
+    Case("train-weight-decay-nan", (), [*TRAIN, "--weight-decay", "nan"], "weight_decay"),
+    Case("train-lr-inf", (), [*TRAIN, "--lr", "inf"], "lr"),
+    Case("train-type2-epsilon-nan", (), [*TRAIN, "--training", "type2",
+         "--type2-epsilon", "nan"], "epsilon"),
+    Case("train-type2-samples-memory", (), [*TRAIN, "--training", "type2",
+         "--type2-samples", "10000000"], "GiB"),
+    Case("train-imagefolder-one-image",
+         (png("data/imagefolder/train/a/x.png"), png("data/imagefolder/test/a/x.png")),
+         [*TRAIN, "--dataset", "imagefolder", "--root", "data"], "need 2+"),
+    Case("train-imagefolder-undecodable",
+         (png("data/imagefolder/train/a/x.png"), write("data/imagefolder/train/a/y.png", GARBAGE),
+          png("data/imagefolder/test/a/x.png")),
+         [*TRAIN, "--dataset", "imagefolder", "--root", "data"], "cannot decode image"),
+    # data
+    Case("data-manifest-directory", (mkdir("m"),),
+         ["data", "--dataset", "digits", "--manifest", "m"], "is a directory"),
+    Case("data-imagefolder-undecodable",
+         (png("data/imagefolder/train/a/x.png"), write("data/imagefolder/train/a/y.png", GARBAGE),
+          png("data/imagefolder/test/a/x.png")),
+         ["data", "--dataset", "imagefolder", "--root", "data", "--manifest", "m.json"],
+         "cannot decode image"),
+    # radius (one through a real process: the console entry point, not click's runner)
+    Case("radius-pa-pb-above-1", (),
+         ["radius", "--noise", "laplace", "--sigma", "0.5", "--pa", "0.9", "--pb", "0.5"],
+         "add up to more than 1", subprocess=True),
+    Case("radius-pb-gaussian", (),
+         ["radius", "--noise", "gaussian", "--sigma", "0.5", "--pa", "0.9", "--pb", "0.1"],
+         "--pb is used by teng_multiclass only"),
+]
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every path under `folder`: file bytes, or None for a directory."""
+    return {
+        str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def run(case: Case) -> tuple[int, str]:
+    if case.subprocess:
+        env = {**os.environ, "PYTHONPATH": str(SRC)}
+        done = subprocess.run([sys.executable, "-m", "l1cert.cli", *case.argv], env=env,
+                              capture_output=True, text=True, timeout=120)
+        return done.returncode, done.stderr
+    result = CliRunner().invoke(main, case.argv)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        import traceback
+
+        trace = "".join(traceback.format_exception(result.exception))
+        pytest.fail(f"uncaught exception:\n{trace}")
+    return result.exit_code, result.stderr
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=c.marks) for c in CASES])
+def test_bad_input_is_refused_in_one_line(case: Case, assets, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for step in case.setup:
+        step(tmp_path, assets)
+    before = snapshot(tmp_path)
+
+    code, stderr = run(case)
+
+    assert code == 2, stderr
+    assert stderr.endswith("\n") and stderr.count("\n") == 1, stderr
+    assert stderr.startswith("l1cert: error: "), stderr
+    assert "Traceback" not in stderr
+    assert case.fragment in stderr, stderr
+    after = snapshot(tmp_path)
+    changed = [p for p in before if after.get(p, b"<removed>") != before[p]]
+    assert not changed, f"changed or removed: {changed}"
+    created = sorted(set(after) - set(before) - set(case.new_ok))
+    assert not created, f"created: {created}"
+
+
+def test_cases_have_unique_ids():
+    assert len({c.id for c in CASES}) == len(CASES)
