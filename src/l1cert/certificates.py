@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
-from scipy.stats import norm
 
 from l1cert.noise import NOISES
 from l1cert.utils import L1CertError
@@ -52,6 +51,8 @@ def teng_multiclass(pa, pb, scale):
 
 def cohen(pa, scale):
     """Cohen et al.'s l2 radius σ·Φ⁻¹(p̲A), an l1 certificate too since ‖δ‖₂ ≤ ‖δ‖₁."""
+    from scipy.stats import norm  # scipy.stats takes seconds to import: only where needed
+
     pa = np.asarray(pa, dtype=float)
     return _where(pa > 0.5, lambda p: scale * norm.ppf(p), pa)
 
@@ -138,6 +139,8 @@ def inverse_radius(bound: str, scale: float, r):
     Only for the single-class bounds; `teng_multiclass` depends on p̄B too and has no
     one-dimensional threshold.
     """
+    from scipy.stats import norm
+
     r = np.asarray(r, dtype=float)
     thresholds = {
         "teng": lambda: 1.0 - 0.5 * np.exp(-r / scale),

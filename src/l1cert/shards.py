@@ -21,17 +21,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
 from l1cert import certify_format as fmt
 from l1cert import sequential
 from l1cert.forward import check_compile_mode, check_precision, should_compile
 from l1cert.noise import Noise, make_noise
 from l1cert.provenance import code_digest
-from l1cert.smoothing import Certificate, Smooth
 from l1cert.utils import (
     L1CertError,
     atomic_path,
@@ -39,6 +37,11 @@ from l1cert.utils import (
     check_memory,
     resolve_device,
 )
+
+if TYPE_CHECKING:  # torch only where certification runs: `l1cert merge` starts quickly
+    import torch
+
+    from l1cert.smoothing import Certificate, Smooth
 
 # Settings every shard of one certification shares; merge refuses shards that differ on them.
 SHARED_SETTINGS = (
@@ -74,6 +77,8 @@ def shard_block(indices: list[int], k: int, total: int) -> list[int]:
 
 def point_generator(seed: int, idx: int, device: torch.device) -> torch.Generator:
     """The noise generator of test point idx: the same on every shard and every restart."""
+    import torch
+
     state = np.random.SeedSequence([seed, idx]).generate_state(1, np.uint64)[0]
     return torch.Generator(device=device).manual_seed(int(state) & (2**63 - 1))
 
@@ -153,7 +158,10 @@ def certify_to_tsv(
     `Smooth.certify_sequential`). `compile` (auto, on, off) and `precision` (fp32, bf16)
     choose how the base classifier runs (`l1cert.forward`). Returns the TSV path.
     """
+    from tqdm import tqdm
+
     from l1cert import data, models
+    from l1cert.smoothing import Smooth
 
     check_arguments(sigma, n0, n, alpha, batch, seed, skip, max_points)
     grid = check_sampling(sampling, radii, n)

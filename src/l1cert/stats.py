@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import beta, binomtest
 
 
 def lower_confidence_bound(k, n, alpha):
@@ -11,6 +10,8 @@ def lower_confidence_bound(k, n, alpha):
 
     The alpha-quantile of Beta(k, n − k + 1); 0 when k = 0. Vectorised over k.
     """
+    from scipy.stats import beta  # scipy.stats takes seconds to import: only where needed
+
     k = np.asarray(k, dtype=float)
     with np.errstate(invalid="ignore"):
         bound = beta.ppf(alpha, k, n - k + 1)
@@ -19,6 +20,8 @@ def lower_confidence_bound(k, n, alpha):
 
 def upper_confidence_bound(k, n, alpha):
     """One-sided Clopper–Pearson upper bound: P(p ≤ bound) ≥ 1 − alpha; 1 when k = n."""
+    from scipy.stats import beta
+
     k = np.asarray(k, dtype=float)
     with np.errstate(invalid="ignore"):
         bound = beta.ppf(1.0 - alpha, k + 1, n - k)
@@ -27,6 +30,8 @@ def upper_confidence_bound(k, n, alpha):
 
 def top_two_pvalue(count_a: int, count_b: int) -> float:
     """Two-sided binomial test of PREDICT: is the top class really more frequent than the next?"""
+    from scipy.stats import binomtest
+
     if count_a + count_b == 0:
         return 1.0
     return float(binomtest(int(count_a), int(count_a + count_b), 0.5).pvalue)
