@@ -128,7 +128,10 @@ class BaseClassifier:
     def _labels(self, batch: torch.Tensor) -> torch.Tensor:
         import torch
 
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self._autocast):
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, torch.bfloat16, enabled=self._autocast),
+        ):
             return self._forward(batch).argmax(dim=1)
 
     def _pad(self, batch: torch.Tensor) -> torch.Tensor:
@@ -139,7 +142,10 @@ class BaseClassifier:
         if padded is None or padded.shape[1:] != batch.shape[1:] or padded.dtype != batch.dtype:
             layout = self.memory_format if batch.dim() == 4 else torch.contiguous_format
             shape = (self.batch_size, *batch.shape[1:])
-            padded = torch.zeros(shape, dtype=batch.dtype, device=batch.device)
-            self._padded = padded = padded.contiguous(memory_format=layout)
+            # allocated like Smooth's buffer, so the strides (which dynamo guards) match
+            padded = torch.empty(
+                shape, dtype=batch.dtype, device=batch.device, memory_format=layout
+            )
+            self._padded = padded = padded.zero_()
         padded[: len(batch)].copy_(batch)
         return padded
