@@ -138,14 +138,17 @@ class BaseClassifier:
         """`batch` copied into the head of a full-size buffer (the tail's labels are dropped)."""
         import torch
 
+        # the strides a full batch of this layout has: dynamo guards on them, so a padded batch
+        # must match the caller's full batches or it would compile a second graph
+        strides = torch.empty_like(batch[:1]).stride()
         padded = self._padded
-        if padded is None or padded.shape[1:] != batch.shape[1:] or padded.dtype != batch.dtype:
-            layout = self.memory_format if batch.dim() == 4 else torch.contiguous_format
+        if padded is None or (padded.shape[1:], padded.stride(), padded.dtype) != (
+            batch.shape[1:],
+            strides,
+            batch.dtype,
+        ):
             shape = (self.batch_size, *batch.shape[1:])
-            # allocated like Smooth's buffer, so the strides (which dynamo guards) match
-            padded = torch.empty(
-                shape, dtype=batch.dtype, device=batch.device, memory_format=layout
-            )
+            padded = torch.empty_strided(shape, strides, dtype=batch.dtype, device=batch.device)
             self._padded = padded = padded.zero_()
         padded[: len(batch)].copy_(batch)
         return padded
