@@ -40,17 +40,23 @@ def compiled(digits_mlp):
 def test_compiled_votes_agree_with_eager(digits_mlp, compiled):
     model, test_images = digits_mlp
     eager = BaseClassifier(model, batch_size=500)
+    bf16 = BaseClassifier(model, batch_size=500, precision="bf16")
     noise, gen = make_noise("laplace", 0.5), torch.Generator().manual_seed(0)
-    same = total = 0
+    same = same_bf16 = total = 0
     with torch.inference_mode():
         for x in test_images[:40]:  # 40 points x 500 draws
             batch = noise.perturb_(torch.empty(500, *x.shape), x, gen)
-            same += int((compiled(batch) == eager(batch)).sum())
+            votes = eager(batch)
+            same += int((compiled(batch) == votes).sum())
+            same_bf16 += int((bf16(batch) == votes).sum())
             total += len(batch)
     assert compiled.compiled  # really compiled, not fallen back
-    agreement = same / total
-    print(f"compiled/eager vote agreement: {same}/{total} = {agreement:.5f}")
-    assert agreement >= 0.999
+    print(
+        f"\nvotes agreeing with eager fp32 over {total} draws: compiled {same / total:.5f}, "
+        f"bf16 {same_bf16 / total:.5f}"
+    )
+    assert same / total >= 0.999
+    assert same_bf16 / total >= 0.98  # bf16 is another f: a few votes near the boundary move
 
 
 @pytest.mark.slow
@@ -129,6 +135,9 @@ def test_should_compile():
     on, reason = should_compile("auto", 100, 100_000, torch.device("cuda", 0))  # a CIFAR shard
     assert on and "10,000,000 draws" in reason
     assert should_compile("auto", 100, 100_000, cpu)[0]
+    assert (
+        should_compile("auto", 200, 10_000, "cpu")[0] and not should_compile("auto", 1, 1, "mps")[0]
+    )
     assert should_compile("on", 1, 1, cpu)[0] and not should_compile("off", 10**6, 10**6, cpu)[0]
 
 

@@ -8,7 +8,7 @@ whatever fixed function f maps a noisy input to a label):
   are sliced off, so they never vote. If compiling fails for any reason, f falls back to the
   eager model with one warning line on stderr.
 - `precision="bf16"`: the forward runs under bf16 autocast, on GPUs and on CPUs alike (on a
-  2-core AVX512-BF16 CPU it doubled ResNet-20's throughput); f is then the bf16 network, whose
+  2-core AVX512-BF16 CPU it sped ResNet-20 up 2.3x); f is then the bf16 network, whose
   votes differ from the fp32 one's on a few draws near its decision boundary.
 """
 
@@ -25,12 +25,15 @@ if TYPE_CHECKING:
 COMPILE_MODES = ("auto", "on", "off")
 PRECISIONS = ("fp32", "bf16")
 
-# `auto` compiles a job of at least this many forward draws (points x draws per point). On the
-# 2-core CPU of benchmarks/certify_throughput.py, compiling cifar_resnet20 costs ~30 s and saves
-# ~25 % of a ~0.6 ms draw, so it pays after ~0.2 M draws; a tiny model (the digits MLP) saves
-# almost nothing per draw. The threshold sits well above the first and above the default digits
-# job (~90 x 10 100 = 0.9 M draws), and below a CIFAR shard (100 x 100 000 = 10 M).
-COMPILE_MIN_DRAWS = {"cpu": 5_000_000, "cuda": 5_000_000}
+# `auto` compiles a job of at least this many forward draws (points x draws per point); the
+# model is not looked at. Measured on a 2-core CPU (benchmarks/certify_throughput.py, torch 2.14):
+# compiling cifar_resnet20 takes ~23 s from an empty cache and then saves ~0.26 ms of a 0.8 ms
+# draw, so it pays after ~0.1 M draws; the digits MLP compiles in ~12 s and never pays (2.5 M
+# draws/s either way). 2 M draws keeps the default digits job (~90 x 10 100 = 0.9 M) eager with
+# room to spare and compiles a CIFAR shard (100 x 100 000 = 10 M); a tiny model above it loses
+# the compile time (seconds), a ResNet-20 below it at most ~30 % of a job under half an hour.
+# CUDA uses the same threshold, unmeasured: compiling takes longer there, draws are far cheaper.
+COMPILE_MIN_DRAWS = {"cpu": 2_000_000, "cuda": 2_000_000}
 
 
 def check_compile_mode(mode: str) -> None:
@@ -128,18 +131,27 @@ class BaseClassifier:
     def _labels(self, batch: torch.Tensor) -> torch.Tensor:
         import torch
 
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self._autocast):
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, torch.bfloat16, enabled=self._autocast),
+        ):
             return self._forward(batch).argmax(dim=1)
 
     def _pad(self, batch: torch.Tensor) -> torch.Tensor:
         """`batch` copied into the head of a full-size buffer (the tail's labels are dropped)."""
         import torch
 
+        # the strides a full batch of this layout has: dynamo guards on them, so a padded batch
+        # must match the caller's full batches or it would compile a second graph
+        strides = torch.empty_like(batch[:1]).stride()
         padded = self._padded
-        if padded is None or padded.shape[1:] != batch.shape[1:] or padded.dtype != batch.dtype:
-            layout = self.memory_format if batch.dim() == 4 else torch.contiguous_format
+        if padded is None or (padded.shape[1:], padded.stride(), padded.dtype) != (
+            batch.shape[1:],
+            strides,
+            batch.dtype,
+        ):
             shape = (self.batch_size, *batch.shape[1:])
-            padded = torch.zeros(shape, dtype=batch.dtype, device=batch.device)
-            self._padded = padded = padded.contiguous(memory_format=layout)
+            padded = torch.empty_strided(shape, strides, dtype=batch.dtype, device=batch.device)
+            self._padded = padded = padded.zero_()
         padded[: len(batch)].copy_(batch)
         return padded
