@@ -17,6 +17,7 @@ from l1cert import data, models
 from l1cert.certify_format import file_sha256
 from l1cert.cli import main
 from l1cert.shards import certify_to_tsv, partial_path
+from l1cert.utils import L1CertError
 
 torch.set_num_threads(1)
 
@@ -298,3 +299,28 @@ def test_resume_after_sigkill(checkpoint, tmp_path):
         **{**FAST, "n0": 50, "n": 10000, "batch": 1000, "max_points": 30},
     )  # fmt: skip
     assert without_time(resumed) == without_time(read_table(reference))
+
+
+def test_a_second_writer_stops_at_once_naming_the_first(checkpoint, tmp_path):
+    from l1cert.shards import exclusive_lock
+
+    out = tmp_path / "run.tsv"
+    with exclusive_lock(partial_path(out)):
+        code, message = run_cli("certify", "--model", checkpoint, "--n", 10, "--out", out)
+    assert_one_line_error(code, message, "is being written by pid", str(os.getpid()))
+    assert not out.exists()
+
+
+def test_resume_refuses_rows_made_by_other_code(checkpoint, tmp_path):
+    out = tmp_path / "run.tsv"
+    certify_to_tsv(checkpoint, out, **FAST)
+    partial = partial_path(out)  # a run cut short under an older version of the code
+    partial.write_text("".join(out.read_text().splitlines(keepends=True)[:4]))
+    side = json.loads(out.with_suffix(".json").read_text())
+    side["code"] = {"version": "0.0.9", "sha256": "0" * 64}
+    partial.with_suffix(".json").write_text(json.dumps(side))
+    out.unlink()
+    out.with_suffix(".json").unlink()
+    with pytest.raises(L1CertError, match="made by other l1cert code .* to start afresh"):
+        certify_to_tsv(checkpoint, out, **FAST)
+    assert len(partial.read_text().splitlines()) == 4  # left as it was

@@ -330,3 +330,13 @@ def test_bad_radii_option(tmp_path):
     result = CliRunner().invoke(main, ["report", str(HAND_MADE), "--out-dir", str(tmp_path),
                                        "--radii", "0,abc"])
     assert result.exit_code == 2 and "--radii" in result.stderr
+
+
+def test_a_report_killed_before_leaves_no_staging_behind(tmp_path):
+    out = tmp_path / "o"
+    stale = out / ".report-staging-killed"
+    (stale / "tables").mkdir(parents=True)  # what a SIGKILL mid-report leaves
+    result = CliRunner().invoke(main, ["report", str(HAND_MADE), "--out-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    assert not stale.exists() and not list(out.glob(".report-staging-*"))
+    assert (out / "tables" / "certified-accuracy.csv").read_text().startswith("dataset,")
