@@ -14,14 +14,16 @@ configfile: "params.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/import.smk"
 include: "workflow/rules/certify.smk"
 include: "workflow/rules/report.smk"
 
 
 # On a cluster these run where snakemake runs: the CIFAR-10 download needs the internet,
-# which compute nodes often lack; merge and report take seconds.
+# which compute nodes often lack; import, merge and report take seconds.
 localrules:
     data,
+    import_model,
     merge,
     report,
 

@@ -256,6 +256,17 @@ def test_cli_imports(cifar110, tmp_path):
     assert load_model(tmp_path / "m.pt")[1]["noise"] == "laplace"
 
 
+def test_cli_takes_the_source_as_an_option_once(cifar110, tmp_path):
+    src, options = str(cifar110[1]), [*map(str, COHEN), "--out", str(tmp_path / "m.pt")]
+    # --path: how the pipeline passes a params entry
+    code, message = run_import("--path", src, *options, "--name", "n")
+    assert code == 0, message
+    assert load_model(tmp_path / "m.pt")[1]["name"] == "n"
+    for source in ([src, "--path", src], []):
+        result = CliRunner().invoke(main, ["import", *source, *options])
+        assert_one_line_error(result.exit_code, result.stderr.strip(), "as SRC or as --path")
+
+
 @pytest.mark.parametrize(
     "edit, args, fragment",
     [

@@ -39,6 +39,11 @@ ENV = {
 PROFILE = ["--profile", "workflow/profiles/default", "--cores", "2"]
 
 
+# A released checkpoint certified beside the grid.
+IMPORTED = {"name": "cohen-laplace-s0.25", "path": "checkpoints/resnet20.pth.tar",
+            "format": "cohen", "noise": "laplace", "sigma": 0.25, "training": "type1"}
+
+
 def run(args, cwd, check=True, env=None, timeout=600):
     result = subprocess.run(args, cwd=cwd, env=env or ENV, capture_output=True, text=True,
                             timeout=timeout)
@@ -116,6 +121,11 @@ def _set(config, dotted, value):
         ("certify.shards", [0, 1], "['certify']['shards'][0]"),
         ("certify.alpha", 1.5, "['certify']['alpha']"),
         ("report.radii", "0,a", "['report']['radii']"),
+        ("models", [{**IMPORTED, "format": "timm"}], "['models'][0]['format']"),
+        ("models", [{**IMPORTED, "sigma": 0}], "['models'][0]['sigma']"),
+        ("models", [{**IMPORTED, "name": "../up"}], "['models'][0]['name']"),
+        ("models", [{**IMPORTED, "weights": "x"}], "'weights' was unexpected"),
+        ("models", [{k: v for k, v in IMPORTED.items() if k != "noise"}], "'noise' is a required"),
     ],
 )
 def test_schema_errors_name_the_key(key, value, expected):
@@ -142,12 +152,25 @@ def test_bad_config_stops_the_workflow_before_any_job(tmp_path):
     assert "certify.shards must list the shard numbers 1..K" in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("models, message", [
+    ([{**IMPORTED, "name": "laplace-type1-s0.25"}], "laplace-type1-s0.25 is the name of a grid"),
+    ([IMPORTED, {**IMPORTED, "noise": "gaussian"}], "two entries have the same name"),
+])
+def test_imported_model_names_must_be_unique(tmp_path, models, message):
+    project = make_project(tmp_path / "project", {**params(), "dataset": "cifar10",
+                                                  "models": models})
+    result = run(["snakemake", "-n"], project, check=False)
+    assert result.returncode != 0 and message in result.stdout + result.stderr
+
+
 # --- the DAG ------------------------------------------------------------------------------
 
 
 def _models(config):
     g = config["grid"]
-    return [f"{n}-{t}-s{s}" for n in g["noises"] for t in g["trainings"] for s in g["sigmas"]]
+    grid = [f"{n}-{t}-s{s}" for n in g["noises"] for t in g["trainings"] for s in g["sigmas"]]
+    return grid + [entry["name"] for entry in config.get("models", [])]
+
 
 
 @pytest.mark.parametrize("configfile", [None, "config/paper-cifar10.yaml",
@@ -185,18 +208,26 @@ def test_lint_is_clean():
     assert "good condition" in result.stderr
 
 
-@pytest.mark.parametrize("grid", [None, {"noises": ["uniform", "laplace"], "trainings": ["type2"],
-                                         "sigmas": [0.5, 1.0, 2, 0.125]}])
-def test_snakemake_and_dvc_declare_the_same_outputs(tmp_path, grid):
-    config = params()
-    if grid:
-        config["grid"] = grid
-        config["certify"]["shards"] = [1, 2, 3]
+@pytest.mark.parametrize("changes", [
+    {},
+    {"grid": {"noises": ["uniform", "laplace"], "trainings": ["type2"],
+              "sigmas": [0.5, 1.0, 2, 0.125]}},
+    {"dataset": "cifar10", "models": [IMPORTED]},
+])
+def test_snakemake_and_dvc_declare_the_same_outputs(tmp_path, changes):
+    config = {**params(), **changes}
+    if changes:
+        config["certify"] = {**config["certify"], "shards": [1, 2, 3]}
     project = make_project(tmp_path / "project", config)
+    (project / IMPORTED["path"]).parent.mkdir()
+    (project / IMPORTED["path"]).touch()  # an input of the import rule, which --summary wants
     ours, theirs = snakemake_outputs(project), dvc_outputs(project)
     assert ours == theirs
-    sigma_dirs = {p.split("/")[3] for p in ours if p.startswith("results/models/")}
-    assert sigma_dirs == {f"{m}" for m in _models(config)}
+    model_dirs = {p.split("/")[3] for p in ours if p.startswith("results/models/")}
+    assert model_dirs == set(_models(config))
+    merged = {p for p in ours if p.startswith("results/certify/") and p.count("/") == 3}
+    assert merged == {f"results/certify/{config['dataset']}/{m}.{ext}"
+                      for m in _models(config) for ext in ("tsv", "json")}
 
 
 # --- real runs of a reduced experiment ----------------------------------------------------
@@ -381,8 +412,70 @@ def test_dvc_stages_depend_on_all_the_code_they_run():
     from l1cert.provenance import command_closure, module_file
 
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert {"import_model", "certify_imported", "merge_imported"} <= stages.keys()
     for name, stage in stages.items():
+        stage = stage.get("do", stage)  # a foreach stage's body
         command = stage["cmd"].split()[1]  # "l1cert <command> ..."
         code = {d for d in stage["deps"] if d.startswith("src/")}
         needed = {str(module_file(m).relative_to(ROOT)) for m in command_closure(command)}
         assert code == needed, f"stage {name}: missing {needed - code}, extra {code - needed}"
+
+
+# --- an imported model: the DAG under both engines, the import for real -------------------
+
+
+@pytest.mark.slow
+def test_an_imported_model_takes_the_place_of_training(tmp_path):
+    """CIFAR-10 is not at hand offline: certify, merge and report are checked as DAGs, the
+    import runs for real under both engines."""
+    import torch
+    from test_foreign import PlainNormalize, RefCifarResNet, randomize, their_checkpoint
+
+    from l1cert.data import CIFAR10_MEAN, CIFAR10_STD
+    from l1cert.models import load_model
+
+    name, shards = IMPORTED["name"], 2
+    config = {**params(), "dataset": "cifar10", "models": [IMPORTED]}
+    config["grid"] = {"noises": ["gaussian"], "trainings": ["type1"], "sigmas": [0.25]}
+    config["certify"] = {**config["certify"], "shards": list(range(1, shards + 1))}
+    project = make_project(tmp_path / "project", config)
+    source = torch.nn.Sequential(PlainNormalize(CIFAR10_MEAN, CIFAR10_STD),
+                                 randomize(RefCifarResNet(20), seed=0)).eval()
+    (project / "checkpoints").mkdir()
+    their_checkpoint(project / IMPORTED["path"], source, "cifar_resnet20")
+
+    # Snakemake: import -> certify (K shards) -> merge, no training; the report reads it.
+    merged = f"results/certify/cifar10/{name}.tsv"
+    dry = run(["snakemake", "-n", merged], project).stdout
+    stats = dry[dry.index("Job stats:"):].split("\n\n")[0]
+    jobs = dict(line.split() for line in stats.splitlines()[3:])
+    assert jobs == {"data": "1", "import_model": "1", "certify": str(shards), "merge": "1",
+                    "total": str(3 + shards)}, stats
+    dry = run(["snakemake", "-n", "-p"], project)
+    report = [line for line in (dry.stdout + dry.stderr).splitlines() if "l1cert report" in line]
+    assert len(report) == 1 and merged in report[0].split(), report
+
+    # DVC: the same chain of stages.
+    dot = run(["dvc", "dag", "--dot"], project).stdout
+    edges = {tuple(s.strip('" ;') for s in line.split("->"))
+             for line in dot.splitlines() if "->" in line}
+    chain = [("import_model@0", "certify_imported@model0-1"),
+             ("certify_imported@model0-1", "merge_imported@0"), ("merge_imported@0", "report")]
+    assert set(chain) <= edges, dot
+    assert not any(a.startswith("train") and "imported" in b for a, b in edges)
+
+    # The import itself, for real: Snakemake's rule, then DVC's stage, the same model.
+    model_pt = project / f"results/models/cifar10/{name}/model.pt"
+    run(["snakemake", "--cores", "1", str(model_pt.relative_to(project))], project)
+    model, meta = load_model(model_pt)
+    assert (meta["name"], meta["noise"], meta["sigma"], meta["training"]) == (
+        name, "laplace", 0.25, "type1")
+    assert meta["arch"] == "cifar_resnet20" and meta["source"]["format"] == "cohen"
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model(x), source(x), atol=1e-5)
+    run(["dvc", "repro", "--single-item", "import_model@0"], project)
+    again, meta_again = load_model(model_pt)
+    assert meta_again == meta
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))

@@ -168,7 +168,8 @@ def train(root, imagenet_dir, device, workers, threads, out, **options):
 
 
 @main.command("import")
-@click.argument("src")
+@click.argument("src", required=False)
+@click.option("--path", "src_path", help="SRC as an option (how DVC passes a params entry).")
 @click.option("--format", "fmt", required=True, help="cohen, smoothadv or torchvision.")
 @click.option("--arch", help="cifar_resnet20/110 or resnet50 (default: the checkpoint's).")
 @click.option("--dataset", required=True, help="cifar10 or imagenet.")
@@ -177,10 +178,13 @@ def train(root, imagenet_dir, device, workers, threads, out, **options):
 @click.option("--training", default="type1", show_default=True, help="type1 or type2.")
 @click.option("--name", help="Model name (default: <format>-<file stem>).")
 @click.option("--out", required=True, help="The l1cert checkpoint to write (model.pt).")
-def import_(src, out, **options):
+def import_(src, src_path, out, **options):
     """Convert a released smoothing checkpoint into an l1cert model that certify reads."""
     from l1cert.foreign import import_checkpoint
 
+    if (src is None) == (src_path is None):
+        raise L1CertError("give the checkpoint once: as SRC or as --path")
+    src = src or src_path
     meta = import_checkpoint(src, out, **options)
     click.echo(f"{meta['name']}: {meta['arch']} -> {out}", err=True)
 

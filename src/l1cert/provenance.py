@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import keyword
 from pathlib import Path
 
 from l1cert import __version__
@@ -64,8 +65,10 @@ def command_closure(command: str) -> tuple[str, ...]:
     the library modules that the command's function imports."""
     cli = module_file("l1cert.cli")
     tree = ast.parse(cli.read_text())
+    # a command named by a Python keyword (`import`) is a function with a trailing underscore
+    name = command + "_" if keyword.iskeyword(command) else command
     function = next(
-        (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == command), None
+        (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name), None
     )
     if function is None:
         raise KeyError(f"l1cert has no command {command!r}")

@@ -15,7 +15,7 @@ rule certify:
         tsv=f"{CERTIFY}/shard-{{scatteritem}}.tsv",
         json=f"{CERTIFY}/shard-{{scatteritem}}.json",
     log:
-        "logs/certify/{dataset}/{noise}-{training}-s{sigma}/shard-{scatteritem}.log",
+        "logs/certify/{dataset}/{model}/shard-{scatteritem}.log",
     params:
         shard=lambda wildcards: wildcards.scatteritem.replace("-of-", "/"),
         data=data_options,
@@ -40,7 +40,7 @@ rule merge:
         tsv=f"{CERTIFY}.tsv",
         json=f"{CERTIFY}.json",
     log:
-        "logs/merge/{dataset}/{noise}-{training}-s{sigma}.log",
+        "logs/merge/{dataset}/{model}.log",
     conda:
         "../envs/l1cert.yaml"
     shell:

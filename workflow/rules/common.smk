@@ -35,23 +35,46 @@ SHARDS = config["certify"]["shards"]
 if sorted(SHARDS) != list(range(1, len(SHARDS) + 1)):
     raise WorkflowError(f"certify.shards must list the shard numbers 1..K once each, not {SHARDS}")
 
+# A model is named <noise>-<training>-s<sigma>, sigma written as Python's str() writes it
+# (0.5, 1.0): the same text DVC's ${item.sigma} gives, so both engines agree on paths.
+# Imported models (`models:`) are named by their entry and skip training.
+TRAINED = [
+    f"{n}-{t}-s{s}" for n in GRID["noises"] for t in GRID["trainings"] for s in GRID["sigmas"]
+]
+IMPORTED = {entry["name"]: entry for entry in config.get("models", [])}
+MODELS = TRAINED + list(IMPORTED)
+
+if len(IMPORTED) != len(config.get("models", [])):
+    raise WorkflowError("models: two entries have the same name")
+if clash := sorted(set(IMPORTED) & set(TRAINED)):
+    raise WorkflowError(f"models: {', '.join(clash)} is the name of a grid model; choose another")
+if IMPORTED and DATASET not in ("cifar10", "imagenet"):  # what `l1cert import` converts
+    raise WorkflowError(f"models: l1cert imports checkpoints for cifar10 or imagenet, not {DATASET}")
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly these names (nothing, when there are none)."""
+    return "|".join(re.escape(str(name)) for name in names) or "(?!)"
+
 
 wildcard_constraints:
     dataset=DATASET,
-    noise="|".join(GRID["noises"]),
-    training="|".join(GRID["trainings"]),
-    sigma="|".join(re.escape(str(s)) for s in GRID["sigmas"]),
+    noise=one_of(GRID["noises"]),
+    training=one_of(GRID["trainings"]),
+    sigma=one_of(GRID["sigmas"]),
+    model=one_of(MODELS),
+    imported=one_of(IMPORTED),
 
 
 scattergather:
     certify=len(SHARDS),
 
 
-# A model is named <noise>-<training>-s<sigma>, sigma written as Python's str() writes it
-# (0.5, 1.0): the same text DVC's ${item.sigma} gives, so both engines agree on paths.
 MANIFEST = "results/data/{dataset}.json"
-MODEL_DIR = "results/models/{dataset}/{noise}-{training}-s{sigma}"
-CERTIFY = "results/certify/{dataset}/{noise}-{training}-s{sigma}"
+TRAINED_DIR = "results/models/{dataset}/{noise}-{training}-s{sigma}"
+IMPORTED_DIR = "results/models/{dataset}/{imported}"
+MODEL_DIR = "results/models/{dataset}/{model}"  # either of the two
+CERTIFY = "results/certify/{dataset}/{model}"
 # Every file `l1cert report --out-dir results` writes.
 REPORT = [str(path) for path in expected_outputs("results", [DATASET])]
 
@@ -83,15 +106,9 @@ def cli_options(section, prefix="", skip=()):
     return " ".join(options)
 
 
-def grid(pattern):
-    """`pattern` for every model of the grid."""
-    return expand(
-        pattern,
-        dataset=DATASET,
-        noise=GRID["noises"],
-        training=GRID["trainings"],
-        sigma=GRID["sigmas"],
-    )
+def every_model(pattern):
+    """`pattern` for every model, trained and imported."""
+    return expand(pattern, dataset=DATASET, model=MODELS)
 
 
 def in_report(path):

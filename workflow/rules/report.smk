@@ -3,7 +3,7 @@
 
 rule report:
     input:
-        grid(f"{CERTIFY}.tsv"),
+        every_model(f"{CERTIFY}.tsv"),
     output:
         [in_report(path) for path in REPORT],
     log:

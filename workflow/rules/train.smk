@@ -7,13 +7,13 @@ rule train:
     input:
         MANIFEST,
     output:
-        model=f"{MODEL_DIR}/model.pt",
-        log=f"{MODEL_DIR}/train-log.csv",
-        metrics=f"{MODEL_DIR}/metrics.json",
+        model=f"{TRAINED_DIR}/model.pt",
+        log=f"{TRAINED_DIR}/train-log.csv",
+        metrics=f"{TRAINED_DIR}/metrics.json",
     log:
         "logs/train/{dataset}/{noise}-{training}-s{sigma}.log",
     params:
-        out=MODEL_DIR,
+        out=TRAINED_DIR,
         data=data_options,
         train=cli_options(config["train"]),
     threads: config["resources"]["train"]["threads"]
