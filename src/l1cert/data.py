@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from l1cert.names import DATASETS, check_choice
-from l1cert.utils import L1CertError, atomic_write_text
+from l1cert.utils import L1CertError, atomic_path, atomic_write_text
 
 # Per-channel statistics of the training sets (CIFAR-10 values as in Cohen et al.).
 CIFAR10_MEAN, CIFAR10_STD = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]
@@ -70,8 +70,21 @@ class ImageTensors(Dataset):
         return self.images[i], int(self.labels[i])
 
 
-@functools.lru_cache(maxsize=2)
-def _digits_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
+def _digits_cache(root: str | os.PathLike) -> Path:
+    """The split, saved by `l1cert data`: later jobs load it without importing scikit-learn,
+    which takes seconds, many times over in a pipeline of short jobs."""
+    return Path(root) / "digits" / "split.npz"
+
+
+@functools.lru_cache(maxsize=4)
+def _digits_arrays(split: str, root: str | os.PathLike | None = None) -> tuple[np.ndarray, ...]:
+    if root is not None and _digits_cache(root).is_file():
+        with np.load(_digits_cache(root)) as saved:
+            return saved[f"x_{split}"], saved[f"y_{split}"]
+    return _split_digits(split)
+
+
+def _split_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -88,8 +101,8 @@ def _digits_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
     return (x_train, y_train) if split == "train" else (x_test, y_test)
 
 
-def _digits(split: str) -> ImageTensors:
-    x, y = _digits_arrays(split)
+def _digits(split: str, root: str | os.PathLike | None = None) -> ImageTensors:
+    x, y = _digits_arrays(split, root)
     return ImageTensors(torch.from_numpy(x), torch.from_numpy(y), [str(c) for c in range(10)])
 
 
@@ -213,7 +226,7 @@ def load_split(
     split = _split_name(name, split)
     root = Path(root)
     if name == "digits":
-        return _digits(split)
+        return _digits(split, root)
     if name == "cifar10":
         return _cifar10(root, split, augment)
     if name == "imagenet":
@@ -231,7 +244,7 @@ def dataset_info(
     """What a model for this dataset needs: classes, input shape, normalization statistics."""
     check_name(name)
     if name == "digits":
-        x, _ = _digits_arrays("train")
+        x, _ = _digits_arrays("train", root)
         return DatasetInfo(10, [1, 8, 8], [float(x.mean())], [float(x.std())])
     if name == "cifar10":
         return DatasetInfo(10, [3, 32, 32], CIFAR10_MEAN, CIFAR10_STD)
@@ -265,6 +278,12 @@ def prepare(
     """
     if Path(manifest).is_dir():
         raise L1CertError(f"--manifest {manifest} is a directory; give a file name")
+    if name == "digits":  # computed afresh from scikit-learn's scans, then cached for the jobs
+        arrays = {f"{k}_{split}": v for split in ("train", "test")
+                  for k, v in zip("xy", _split_digits(split), strict=True)}
+        with atomic_path(_digits_cache(root)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        _digits_arrays.cache_clear()
     info = dataset_info(name, root, image_size, imagenet_dir)
     digest = hashlib.sha256()
     splits = {}
