@@ -57,10 +57,14 @@ def main() -> None:
     if not models:
         raise SystemExit(f"no models under {args.models}: run the default experiment first")
 
-    print(f"digits, every {args.skip}th test point, n0 = 100, n = {args.n:,} (fixed; the cap "
-          f"of sequential), alpha = 0.001, {args.threads} threads, radii {radii}")
-    print(f"{'model':<24}{'fixed draws':>13}{'seq draws':>12}{'ratio':>7}{'fixed s':>9}"
-          f"{'seq s':>8}{'median':>8}{'p90':>8}{'at cap':>8}{'max diff':>10}")
+    print(
+        f"digits, every {args.skip}th test point, n0 = 100, n = {args.n:,} (fixed; the cap "
+        f"of sequential), alpha = 0.001, {args.threads} threads, radii {radii}"
+    )
+    print(
+        f"{'model':<24}{'fixed draws':>13}{'seq draws':>12}{'ratio':>7}{'fixed s':>9}"
+        f"{'seq s':>8}{'median':>8}{'p90':>8}{'at cap':>8}{'max diff':>10}"
+    )
     totals = np.zeros(4)
     by_sigma: dict[str, np.ndarray] = {}
     worst = 0.0
@@ -76,21 +80,29 @@ def main() -> None:
                        for b in fixed.bounds) * 100  # fmt: skip
             worst = max(worst, diff)
             at_cap = float((d_seq - 100 >= args.n).mean())
-            print(f"{name:<24}{d_fixed:>13,}{d_seq.sum():>12,}{d_fixed / d_seq.sum():>7.1f}"
-                  f"{t_fixed:>9.1f}{t_seq:>8.1f}{np.median(d_seq):>8.0f}"
-                  f"{np.percentile(d_seq, 90):>8.0f}{at_cap:>8.0%}{diff:>9.2f}pt")
+            print(
+                f"{name:<24}{d_fixed:>13,}{d_seq.sum():>12,}{d_fixed / d_seq.sum():>7.1f}"
+                f"{t_fixed:>9.1f}{t_seq:>8.1f}{np.median(d_seq):>8.0f}"
+                f"{np.percentile(d_seq, 90):>8.0f}{at_cap:>8.0%}{diff:>9.2f}pt"
+            )
             row = np.array([d_fixed, d_seq.sum(), t_fixed, t_seq])
             totals += row
             sigma = name.rsplit("-s", 1)[1]
             by_sigma[sigma] = by_sigma.get(sigma, np.zeros(4)) + row
-    print(f"{'total':<24}{totals[0]:>13,.0f}{totals[1]:>12,.0f}{totals[0] / totals[1]:>7.1f}"
-          f"{totals[2]:>9.1f}{totals[3]:>8.1f}")
+    print(
+        f"{'total':<24}{totals[0]:>13,.0f}{totals[1]:>12,.0f}{totals[0] / totals[1]:>7.1f}"
+        f"{totals[2]:>9.1f}{totals[3]:>8.1f}"
+    )
     for sigma, row in sorted(by_sigma.items(), key=lambda kv: float(kv[0])):
-        print(f"  sigma = {sigma:<6} draws {row[0] / row[1]:5.1f}x fewer, "
-              f"wall time {row[2] / row[3]:5.1f}x shorter")
+        print(
+            f"  sigma = {sigma:<6} draws {row[0] / row[1]:5.1f}x fewer, "
+            f"wall time {row[2] / row[3]:5.1f}x shorter"
+        )
     print(f"largest table difference: {worst:.2f} points of % (target: within 1)")
-    print("what limits the saving: points that run to the cap are those whose top bucket sits at "
-          "the cap's largest radius (8.887·λ at n = 10^5) or whose p sits on a bucket edge")
+    print(
+        "what limits the saving: points that run to the cap are those whose top bucket sits at "
+        "the cap's largest radius (8.887·λ at n = 10^5) or whose p sits on a bucket edge"
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,12 @@ class Trainer:
     """A fresh cifar_resnet20 with its optimizer; `step()` times one real training step."""
 
     def __init__(
-        self, batch_size, memory_format=torch.contiguous_format, type2=None, *, compile=False,
+        self,
+        batch_size,
+        memory_format=torch.contiguous_format,
+        type2=None,
+        *,
+        compile=False,
         bf16=False,
     ):
         torch.manual_seed(0)
@@ -47,8 +52,16 @@ class Trainer:
         """Wall and CPU seconds (CPU time is what other processes on the machine do not add)."""
         wall, cpu = time.perf_counter(), time.process_time()
         with torch.autocast("cpu", torch.bfloat16, enabled=self.bf16):
-            train_step(self.forward, self.optimizer, self.x, self.y, self.noise, self.rng,
-                       self.type2, epsilon=0.05)
+            train_step(
+                self.forward,
+                self.optimizer,
+                self.x,
+                self.y,
+                self.noise,
+                self.rng,
+                self.type2,
+                epsilon=0.05,
+            )
         return time.perf_counter() - wall, time.process_time() - cpu
 
 
@@ -80,20 +93,29 @@ def main() -> None:
     default, last = fastest(trainers, 6)
     print("Type 1 training, images/s (fastest of 6 interleaved steps; wall clock | per CPU-s):")
     print(f"  default (NCHW)   {b / default[0]:8.1f} | {b / default[1]:8.1f}")
-    print(f"  channels_last    {b / last[0]:8.1f} | {b / last[1]:8.1f}   ratio vs default: "
-          f"{default[0] / last[0]:.2f}x wall, {default[1] / last[1]:.2f}x CPU")
+    print(
+        f"  channels_last    {b / last[0]:8.1f} | {b / last[1]:8.1f}   ratio vs default: "
+        f"{default[0] / last[0]:.2f}x wall, {default[1] / last[1]:.2f}x CPU"
+    )
 
     print("Type 2 step cost relative to a Type 1 step (baseline: Type 1, default format):")
     for samples, steps, repeats in ((2, 1, 3), (4, 10, 1)):
         type2 = Type2Config(norm="l1", epsilon=0.05, steps=steps, samples=samples)
         ((wall, cpu),) = fastest([Trainer(b, type2=type2)], repeats)
         # m(T+1) forward-backward passes over the batch: T attack steps plus the update.
-        print(f"  m={samples}, T={steps:<2}  {wall:7.3f} s/step  {wall / default[0]:5.1f}x wall, "
-              f"{cpu / default[1]:5.1f}x CPU  (passes: {samples * (steps + 1)}x)")
+        print(
+            f"  m={samples}, T={steps:<2}  {wall:7.3f} s/step  {wall / default[0]:5.1f}x wall, "
+            f"{cpu / default[1]:5.1f}x CPU  (passes: {samples * (steps + 1)}x)"
+        )
+
 
 def compiled_and_bf16(b):
-    cases = {"eager fp32": {}, "compiled fp32": {"compile": True}, "eager bf16": {"bf16": True},
-             "compiled bf16": {"compile": True, "bf16": True}}
+    cases = {
+        "eager fp32": {},
+        "compiled fp32": {"compile": True},
+        "eager bf16": {"bf16": True},
+        "compiled bf16": {"compile": True, "bf16": True},
+    }
     trainers = {name: Trainer(b, torch.channels_last, **kw) for name, kw in cases.items()}
     first = {name: trainer.step()[0] for name, trainer in trainers.items()}  # compiles
     fastest(trainers.values(), 1)  # warm up
@@ -101,8 +123,10 @@ def compiled_and_bf16(b):
     eager = best["eager fp32"]
     print("Type 1 training, channels_last, images/s (fastest of 6; wall | per CPU-s), 1st step s:")
     for name, (wall, cpu) in best.items():
-        print(f"  {name:<14} {b / wall:8.1f} | {b / cpu:8.1f}   {eager[0] / wall:.2f}x wall, "
-              f"{eager[1] / cpu:.2f}x CPU   first step {first[name]:6.1f} s")
+        print(
+            f"  {name:<14} {b / wall:8.1f} | {b / cpu:8.1f}   {eager[0] / wall:.2f}x wall, "
+            f"{eager[1] / cpu:.2f}x CPU   first step {first[name]:6.1f} s"
+        )
 
 
 if __name__ == "__main__":

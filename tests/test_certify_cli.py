@@ -112,7 +112,10 @@ def test_sequential_rows_stop_at_looks_and_shards_equal_one_run(checkpoint, tmp_
     assert any(int(r["n"]) < 800 for r in rows)  # some points stop early
     sidecar = json.loads(single.with_suffix(".json").read_text())
     assert (sidecar["sampling"], sidecar["radii"], sidecar["looks"]) == (
-        "sequential", [0, 0.1, 0.25], looks)
+        "sequential",
+        [0, 0.1, 0.25],
+        looks,
+    )
     shards = [certify_to_tsv(checkpoint, tmp_path / f"s-{k}-of-3.tsv", shard=(k, 3),
                              **SEQUENTIAL) for k in (1, 2, 3)]  # fmt: skip
     code, message = run_cli("merge", *shards, "--out", tmp_path / "merged.tsv")

@@ -48,9 +48,10 @@ def test_digits_manifest_counts_and_checksum(tmp_path):
     doc = prepare("digits", tmp_path / "m.json")
     assert json.loads((tmp_path / "m.json").read_text()) == doc
     assert sum(doc["splits"]["test"]["per_class"].values()) == doc["splits"]["test"]["images"]
-    assert doc["splits"]["train"]["per_class"]["0"] == np.bincount(
-        load_split("digits", "train").targets
-    )[0]
+    assert (
+        doc["splits"]["train"]["per_class"]["0"]
+        == np.bincount(load_split("digits", "train").targets)[0]
+    )
     assert prepare("digits", tmp_path / "m2.json")["checksum"] == doc["checksum"]
 
 

@@ -28,7 +28,9 @@ def _check_png_and_pdf(stem: Path, min_width: int, min_height: int) -> None:
 
 def test_paper_figures(tmp_path):
     assert figures.bound_comparison(tmp_path / "fig4", resolution=100) == [
-        tmp_path / "fig4.png", tmp_path / "fig4.pdf"]
+        tmp_path / "fig4.png",
+        tmp_path / "fig4.pdf",
+    ]
     _check_png_and_pdf(tmp_path / "fig4", 400, 400)
     figures.radius_vs_pa(tmp_path / "fig6", sigma=0.5)
     _check_png_and_pdf(tmp_path / "fig6", 400, 300)

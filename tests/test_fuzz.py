@@ -206,49 +206,105 @@ ROWS_FRAGMENTS = {
 
 CASES = [
     # certify
-    Case("certify-out-under-file", (*MODEL, write("f.txt", "hello\n")),
-         [*CERTIFY, "--out", "f.txt/x.tsv"], "f.txt is a file"),
+    Case(
+        "certify-out-under-file",
+        (*MODEL, write("f.txt", "hello\n")),
+        [*CERTIFY, "--out", "f.txt/x.tsv"],
+        "f.txt is a file",
+    ),
     Case("certify-out-in-proc", MODEL, [*CERTIFY, "--out", "/proc/l1cert-x.tsv"], "/proc"),
-    Case("certify-out-binary-tsv", (*MODEL, write("out.tsv", NOT_UTF8)),
-         [*CERTIFY, "--out", "out.tsv"], "exists without its sidecar"),
-    Case("certify-out-binary-tsv-with-sidecar",
-         (*MODEL, copy("run.tsv"), write("run.tsv", NOT_UTF8)),
-         [*CERTIFY, "--out", "run.tsv"], "unreadable"),
-    Case("certify-meta-sigma-abc", (model_with(sigma="abc"),),
-         [*CERTIFY, "--out", "out.tsv"], "meta sigma"),
-    Case("certify-no-meta", (model_without_meta,),
-         [*CERTIFY, "--out", "out.tsv"], "no meta"),
-    Case("certify-meta-shape-wrong", (model_with(input_shape=[1, 9, 9]),),
-         [*CERTIFY, "--out", "out.tsv"], "shape [1, 9, 9]"),
+    Case(
+        "certify-out-binary-tsv",
+        (*MODEL, write("out.tsv", NOT_UTF8)),
+        [*CERTIFY, "--out", "out.tsv"],
+        "exists without its sidecar",
+    ),
+    Case(
+        "certify-out-binary-tsv-with-sidecar",
+        (*MODEL, copy("run.tsv"), write("run.tsv", NOT_UTF8)),
+        [*CERTIFY, "--out", "run.tsv"],
+        "unreadable",
+    ),
+    Case(
+        "certify-meta-sigma-abc",
+        (model_with(sigma="abc"),),
+        [*CERTIFY, "--out", "out.tsv"],
+        "meta sigma",
+    ),
+    Case("certify-no-meta", (model_without_meta,), [*CERTIFY, "--out", "out.tsv"], "no meta"),
+    Case(
+        "certify-meta-shape-wrong",
+        (model_with(input_shape=[1, 9, 9]),),
+        [*CERTIFY, "--out", "out.tsv"],
+        "shape [1, 9, 9]",
+    ),
     Case("certify-max-0", MODEL, [*CERTIFY, "--max", "0", "--out", "out.tsv"], "--max"),
-    Case("certify-threads-0", MODEL, [*CERTIFY, "--threads", "0", "--out", "out.tsv"],
-         "--threads must be at least 1"),
-    Case("certify-memory", MODEL,
-         [*CERTIFY, "--n", "1000000000000", "--batch", "1000000000", "--out", "out.tsv"],
-         "GiB"),
-    Case("certify-alpha-nan", MODEL, [*CERTIFY, "--alpha", "nan", "--out", "out.tsv"],
-         "--alpha"),
-    Case("certify-sigma-inf", MODEL, [*CERTIFY, "--sigma", "inf", "--out", "out.tsv"],
-         "--sigma"),
+    Case(
+        "certify-threads-0",
+        MODEL,
+        [*CERTIFY, "--threads", "0", "--out", "out.tsv"],
+        "--threads must be at least 1",
+    ),
+    Case(
+        "certify-memory",
+        MODEL,
+        [*CERTIFY, "--n", "1000000000000", "--batch", "1000000000", "--out", "out.tsv"],
+        "GiB",
+    ),
+    Case("certify-alpha-nan", MODEL, [*CERTIFY, "--alpha", "nan", "--out", "out.tsv"], "--alpha"),
+    Case("certify-sigma-inf", MODEL, [*CERTIFY, "--sigma", "inf", "--out", "out.tsv"], "--sigma"),
     # merge
-    Case("merge-out-directory", (copy(*SHARDS), mkdir("merged")),
-         ["merge", *SHARDS, "--out", "merged"], "is a directory"),
-    Case("merge-binary-shard", (copy(*SHARDS), write(SHARDS[0], NOT_UTF8)), MERGE,
-         "unreadable"),
-    Case("merge-sidecar-missing-noise", (copy(*SHARDS), sidecar_without(SHARDS[0], "noise")),
-         MERGE, "lacks noise"),
-    *(Case(f"merge-{name}", (copy(*SHARDS), edit_row(SHARDS[0], **edits)), MERGE,
-           ROWS_FRAGMENTS[name]) for name, edits in ROWS_EDITS.items()),
+    Case(
+        "merge-out-directory",
+        (copy(*SHARDS), mkdir("merged")),
+        ["merge", *SHARDS, "--out", "merged"],
+        "is a directory",
+    ),
+    Case("merge-binary-shard", (copy(*SHARDS), write(SHARDS[0], NOT_UTF8)), MERGE, "unreadable"),
+    Case(
+        "merge-sidecar-missing-noise",
+        (copy(*SHARDS), sidecar_without(SHARDS[0], "noise")),
+        MERGE,
+        "lacks noise",
+    ),
+    *(
+        Case(
+            f"merge-{name}",
+            (copy(*SHARDS), edit_row(SHARDS[0], **edits)),
+            MERGE,
+            ROWS_FRAGMENTS[name],
+        )
+        for name, edits in ROWS_EDITS.items()
+    ),
     # report
-    Case("report-radii-inf", (copy("run.tsv"),), ["report", "run.tsv", "--out-dir", "rep",
-         "--radii", "0,inf"], "--radii"),
+    Case(
+        "report-radii-inf",
+        (copy("run.tsv"),),
+        ["report", "run.tsv", "--out-dir", "rep", "--radii", "0,inf"],
+        "--radii",
+    ),
     Case("report-out-dir-file", (copy("run.tsv"), write("rep", "x\n")), REPORT, "is a file"),
-    Case("report-metrics-directory", (copy("run.tsv"), mkdir("m")),
-         [*REPORT, "--metrics", "m"], "is a directory"),
-    Case("report-fig6-sigma-negative", (copy("run.tsv"),), [*REPORT, "--fig6-sigma", "-1"],
-         "--fig6-sigma"),
-    *(Case(f"report-{name}", (copy("run.tsv"), edit_row("run.tsv", **edits)), REPORT,
-           ROWS_FRAGMENTS[name]) for name, edits in ROWS_EDITS.items()),
+    Case(
+        "report-metrics-directory",
+        (copy("run.tsv"), mkdir("m")),
+        [*REPORT, "--metrics", "m"],
+        "is a directory",
+    ),
+    Case(
+        "report-fig6-sigma-negative",
+        (copy("run.tsv"),),
+        [*REPORT, "--fig6-sigma", "-1"],
+        "--fig6-sigma",
+    ),
+    *(
+        Case(
+            f"report-{name}",
+            (copy("run.tsv"), edit_row("run.tsv", **edits)),
+            REPORT,
+            ROWS_FRAGMENTS[name],
+        )
+        for name, edits in ROWS_EDITS.items()
+    ),
     # train
     Case("train-seed-negative", (), [*TRAIN, "--seed", "-1"], "seed"),
     Case("train-workers-negative", (), [*TRAIN, "--workers", "-1"], "--workers"),
@@ -257,32 +313,65 @@ CASES = [
     Case("train-momentum-nan", (), [*TRAIN, "--momentum", "nan"], "momentum"),
     Case("train-weight-decay-nan", (), [*TRAIN, "--weight-decay", "nan"], "weight_decay"),
     Case("train-lr-inf", (), [*TRAIN, "--lr", "inf"], "lr"),
-    Case("train-type2-epsilon-nan", (), [*TRAIN, "--training", "type2",
-         "--type2-epsilon", "nan"], "epsilon"),
-    Case("train-type2-samples-memory", (), [*TRAIN, "--training", "type2",
-         "--type2-samples", "10000000"], "GiB"),
-    Case("train-imagefolder-one-image",
-         (png("data/imagefolder/train/a/x.png"), png("data/imagefolder/test/a/x.png")),
-         [*TRAIN, "--dataset", "imagefolder", "--root", "data"], "need 2+"),
-    Case("train-imagefolder-undecodable",
-         (png("data/imagefolder/train/a/x.png"), write("data/imagefolder/train/a/y.png", GARBAGE),
-          png("data/imagefolder/test/a/x.png")),
-         [*TRAIN, "--dataset", "imagefolder", "--root", "data"], "cannot decode image"),
+    Case(
+        "train-type2-epsilon-nan",
+        (),
+        [*TRAIN, "--training", "type2", "--type2-epsilon", "nan"],
+        "epsilon",
+    ),
+    Case(
+        "train-type2-samples-memory",
+        (),
+        [*TRAIN, "--training", "type2", "--type2-samples", "10000000"],
+        "GiB",
+    ),
+    Case(
+        "train-imagefolder-one-image",
+        (png("data/imagefolder/train/a/x.png"), png("data/imagefolder/test/a/x.png")),
+        [*TRAIN, "--dataset", "imagefolder", "--root", "data"],
+        "need 2+",
+    ),
+    Case(
+        "train-imagefolder-undecodable",
+        (
+            png("data/imagefolder/train/a/x.png"),
+            write("data/imagefolder/train/a/y.png", GARBAGE),
+            png("data/imagefolder/test/a/x.png"),
+        ),
+        [*TRAIN, "--dataset", "imagefolder", "--root", "data"],
+        "cannot decode image",
+    ),
     # data
-    Case("data-manifest-directory", (mkdir("m"),),
-         ["data", "--dataset", "digits", "--manifest", "m"], "is a directory"),
-    Case("data-imagefolder-undecodable",
-         (png("data/imagefolder/train/a/x.png"), write("data/imagefolder/train/a/y.png", GARBAGE),
-          png("data/imagefolder/test/a/x.png")),
-         ["data", "--dataset", "imagefolder", "--root", "data", "--manifest", "m.json"],
-         "cannot decode image"),
+    Case(
+        "data-manifest-directory",
+        (mkdir("m"),),
+        ["data", "--dataset", "digits", "--manifest", "m"],
+        "is a directory",
+    ),
+    Case(
+        "data-imagefolder-undecodable",
+        (
+            png("data/imagefolder/train/a/x.png"),
+            write("data/imagefolder/train/a/y.png", GARBAGE),
+            png("data/imagefolder/test/a/x.png"),
+        ),
+        ["data", "--dataset", "imagefolder", "--root", "data", "--manifest", "m.json"],
+        "cannot decode image",
+    ),
     # radius (one through a real process: the console entry point, not click's runner)
-    Case("radius-pa-pb-above-1", (),
-         ["radius", "--noise", "laplace", "--sigma", "0.5", "--pa", "0.9", "--pb", "0.5"],
-         "add up to more than 1", subprocess=True),
-    Case("radius-pb-gaussian", (),
-         ["radius", "--noise", "gaussian", "--sigma", "0.5", "--pa", "0.9", "--pb", "0.1"],
-         "--pb is used by teng_multiclass only"),
+    Case(
+        "radius-pa-pb-above-1",
+        (),
+        ["radius", "--noise", "laplace", "--sigma", "0.5", "--pa", "0.9", "--pb", "0.5"],
+        "add up to more than 1",
+        subprocess=True,
+    ),
+    Case(
+        "radius-pb-gaussian",
+        (),
+        ["radius", "--noise", "gaussian", "--sigma", "0.5", "--pa", "0.9", "--pb", "0.1"],
+        "--pb is used by teng_multiclass only",
+    ),
 ]
 
 
@@ -297,8 +386,13 @@ def snapshot(folder: Path) -> dict[str, bytes | None]:
 def run(case: Case) -> tuple[int, str]:
     if case.subprocess:
         env = {**os.environ, "PYTHONPATH": str(SRC)}
-        done = subprocess.run([sys.executable, "-m", "l1cert.cli", *case.argv], env=env,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "l1cert.cli", *case.argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         return done.returncode, done.stderr
     result = CliRunner().invoke(main, case.argv)
     if result.exception is not None and not isinstance(result.exception, SystemExit):

@@ -42,8 +42,9 @@ EXPECTED = {
 }
 
 
-def synthetic_file(path: Path, noise: str, sigma: float, points: int = 40, seed: int = 0,
-                   training: str = "type1") -> Path:
+def synthetic_file(
+    path: Path, noise: str, sigma: float, points: int = 40, seed: int = 0, training: str = "type1"
+) -> Path:
     """A certify file in our format with random radii (for properties, not exact numbers)."""
     from l1cert.noise import NOISES
 
@@ -52,21 +53,37 @@ def synthetic_file(path: Path, noise: str, sigma: float, points: int = 40, seed:
     for idx in range(points):
         label = int(rng.integers(9))
         predict = -1 if rng.random() < 0.15 else (label if rng.random() < 0.8 else label + 1)
-        radii = {f"radius_{b}": 0.0 if predict == -1 else float(rng.exponential(sigma))
-                 for b in NOISES[noise].bounds}
-        rows.append({"idx": idx, "label": label, "predict": predict,
-                     "correct": int(predict == label), **radii})
-    return write_certify_file(path, noise, sigma, rows, dataset=path.parent.name,
-                              training=training)
+        radii = {
+            f"radius_{b}": 0.0 if predict == -1 else float(rng.exponential(sigma))
+            for b in NOISES[noise].bounds
+        }
+        rows.append(
+            {
+                "idx": idx,
+                "label": label,
+                "predict": predict,
+                "correct": int(predict == label),
+                **radii,
+            }
+        )
+    return write_certify_file(path, noise, sigma, rows, dataset=path.parent.name, training=training)
 
 
 def synthetic_grid(root: Path, dataset: str = "digits") -> list[Path]:
     return [
-        synthetic_file(root / dataset / f"{noise}-{training}-s{sigma}.tsv", noise, sigma,
-                       seed=seed, training=training)
+        synthetic_file(
+            root / dataset / f"{noise}-{training}-s{sigma}.tsv",
+            noise,
+            sigma,
+            seed=seed,
+            training=training,
+        )
         for seed, (noise, training, sigma) in enumerate(
-            (n, t, s) for n in ("laplace", "gaussian", "uniform") for t in ("type1", "type2")
-            for s in (0.25, 0.5, 1.0))
+            (n, t, s)
+            for n in ("laplace", "gaussian", "uniform")
+            for t in ("type1", "type2")
+            for s in (0.25, 0.5, 1.0)
+        )
     ]
 
 
@@ -91,7 +108,11 @@ def test_identity_comes_from_the_sidecar_not_the_path(tmp_path):
     target.with_suffix(".json").write_text(json.dumps(side))
     run = read_certificates(target)
     assert (run.dataset, run.noise, run.training, run.model) == (
-        "digits", "laplace", "type2", "imported-resnet")
+        "digits",
+        "laplace",
+        "type2",
+        "imported-resnet",
+    )
 
 
 def test_our_file_without_its_sidecar_is_refused(tmp_path):
@@ -113,11 +134,18 @@ def test_a_tsv_that_does_not_match_its_sidecar_is_refused(tmp_path):
 def test_cohen_six_column_file_is_gaussian_cohen_with_sigma_from_path():
     run = read_certificates(COHEN)
     assert (run.dataset, run.noise, run.sigma, run.bounds) == (
-        "cifar10", "gaussian", 0.25, ("cohen",))
+        "cifar10",
+        "gaussian",
+        0.25,
+        ("cohen",),
+    )
     assert run.training == "unknown"
     # Correct points: radii 0.5 and 0.1 of four; the wrong one (0.3) must not count.
     assert certified_accuracy(run.radii["cohen"], run.correct, [0, 0.2, 0.4]).tolist() == [
-        0.5, 0.25, 0.25]
+        0.5,
+        0.25,
+        0.25,
+    ]
 
 
 def test_cohen_file_takes_dataset_and_label_from_the_caller(tmp_path):
@@ -125,7 +153,11 @@ def test_cohen_file_takes_dataset_and_label_from_the_caller(tmp_path):
     shutil.copy(COHEN, target)
     run = read_certificates(target, dataset="cifar10", label="cohen")
     assert (run.dataset, run.training, run.noise, run.model) == (
-        "cifar10", "cohen", "gaussian", "gaussian-cohen-s0.25")
+        "cifar10",
+        "cohen",
+        "gaussian",
+        "gaussian-cohen-s0.25",
+    )
     assert read_certificates(target).dataset == "unknown"  # nothing in its path says
 
 
@@ -148,8 +180,19 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     files = [HAND_MADE, COHEN, *synthetic_grid(root / "certify", dataset="synth")]
     out, metrics = root / "results", root / "elsewhere" / "metrics.json"
-    result = CliRunner().invoke(main, ["report", *map(str, files), "--out-dir", str(out),
-                                       "--radii", "0,0.25,0.5,1", "--metrics", str(metrics)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "report",
+            *map(str, files),
+            "--out-dir",
+            str(out),
+            "--radii",
+            "0,0.25,0.5,1",
+            "--metrics",
+            str(metrics),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out, metrics, result.stderr
 
@@ -186,7 +229,8 @@ def test_report_files_hold_the_hand_computed_numbers(built):
     envelope = list(csv.DictReader(open(out / "tables" / "envelope.csv")))
     digits = [r for r in envelope if r["dataset"] == "digits" and r["bound"] == "teng"]
     assert [float(r["certified_accuracy"]) for r in digits] == pytest.approx(
-        EXPECTED["teng"]["acc"], rel=1e-5)
+        EXPECTED["teng"]["acc"], rel=1e-5
+    )
     assert {r["sigma"] for r in digits} == {"0.5"}
 
 
@@ -205,8 +249,11 @@ def test_plot_csv_matches_the_curves(built):
     assert curve[0.0] == pytest.approx(4 / 6, rel=1e-5)
     assert curve[1.5] == pytest.approx(1 / 6, rel=1e-5) and max(curve) >= 1.5
     with open(out / "plots" / "certified-accuracy.csv") as f:
-        long = [r for r in csv.DictReader(f)
-                if (r["dataset"], r["model"]) == ("digits", "laplace-type1-s0.5")]
+        long = [
+            r
+            for r in csv.DictReader(f)
+            if (r["dataset"], r["model"]) == ("digits", "laplace-type1-s0.5")
+        ]
     assert {r["bound"] for r in long} == set(EXPECTED) and len(long) == 3 * len(rows)
 
 
@@ -233,8 +280,10 @@ def test_curves_are_non_increasing_and_envelope_dominates(tmp_path):
         for member in env.members:
             curve = certified_accuracy(member.radii[env.bound], member.correct, grid)
             assert np.all(env.accuracy >= curve)
-        achieved = [certified_accuracy(b.radii[env.bound], b.correct, [r])[0] if b else 0.0
-                    for b, r in zip(env.best, grid, strict=True)]
+        achieved = [
+            certified_accuracy(b.radii[env.bound], b.correct, [r])[0] if b else 0.0
+            for b, r in zip(env.best, grid, strict=True)
+        ]
         assert env.accuracy == pytest.approx(achieved)
 
 
@@ -257,8 +306,10 @@ def _edit(text: str, case: str) -> str:
         return "".join(lines[:-1]) + lines[-1].replace("\t100\t1000\t", "\t100\t2000\t")
     if case == "missing column":
         drop = lines[0].split("\t").index("radius_lecuyer")
-        return "".join("\t".join(f for i, f in enumerate(line.rstrip("\n").split("\t"))
-                                 if i != drop) + "\n" for line in lines)
+        return "".join(
+            "\t".join(f for i, f in enumerate(line.rstrip("\n").split("\t")) if i != drop) + "\n"
+            for line in lines
+        )
     if case == "not a number":
         return "".join(lines[:-1]) + lines[-1].replace("\t1.5\t1.0\t", "\tx\t1.0\t", 1)
     raise AssertionError(case)
@@ -310,25 +361,31 @@ def test_same_model_twice_is_refused(tmp_path):
     copy.parent.mkdir(parents=True)
     shutil.copy(HAND_MADE, copy)
     shutil.copy(HAND_MADE.with_suffix(".json"), copy.with_suffix(".json"))
-    result = CliRunner().invoke(main, ["report", str(HAND_MADE), str(copy), "--out-dir",
-                                       str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        main, ["report", str(HAND_MADE), str(copy), "--out-dir", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2 and "same dataset and model" in result.stderr
 
 
 def test_real_cli_process_exit_code_and_single_line(tmp_path):
     bad = tmp_path / "empty.tsv"
     bad.write_text("")
-    done = subprocess.run([sys.executable, "-m", "l1cert.cli", "report", str(bad), "--out-dir",
-                           str(tmp_path / "o")], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "l1cert.cli", "report", str(bad), "--out-dir", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
-        f"l1cert: error: {bad}: empty file (no header, no rows)")
+        f"l1cert: error: {bad}: empty file (no header, no rows)"
+    )
     assert "Traceback" not in done.stderr
 
 
 def test_bad_radii_option(tmp_path):
-    result = CliRunner().invoke(main, ["report", str(HAND_MADE), "--out-dir", str(tmp_path),
-                                       "--radii", "0,abc"])
+    result = CliRunner().invoke(
+        main, ["report", str(HAND_MADE), "--out-dir", str(tmp_path), "--radii", "0,abc"]
+    )
     assert result.exit_code == 2 and "--radii" in result.stderr
 
 

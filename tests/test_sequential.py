@@ -41,8 +41,10 @@ def test_look_alphas_sum_to_alpha_and_keep_most_for_the_cap():
         sequential.look_alphas(0.001, 3, last_share=0.0)
 
 
-@pytest.mark.parametrize("noise, bound", [("laplace", "teng"), ("laplace", "lecuyer"),
-                                          ("gaussian", "cohen"), ("uniform", "uniform")])
+@pytest.mark.parametrize(
+    "noise, bound",
+    [("laplace", "teng"), ("laplace", "lecuyer"), ("gaussian", "cohen"), ("uniform", "uniform")],
+)
 def test_inverse_radius_inverts_the_radius(noise, bound):
     r = np.array([0.1, 0.25, 0.5])
     p = certificates.inverse_radius(bound, 0.7, r)

@@ -133,8 +133,9 @@ class Split(nn.Module):
 
 def test_theorem1_certifies_where_the_primary_bound_abstains():
     smooth = Smooth(Split(0.5 / math.sqrt(2)), 3, "laplace", 0.5)
-    cert = smooth.certify(torch.zeros(4), 100, 100_000, 0.001, 10_000,
-                          torch.Generator().manual_seed(1))
+    cert = smooth.certify(
+        torch.zeros(4), 100, 100_000, 0.001, 10_000, torch.Generator().manual_seed(1)
+    )
     assert cert.prediction == ABSTAIN and cert.top_class == 0 and cert.pa_lower < 0.5
     assert cert.radius == 0 and cert.radii["teng"] == 0 and cert.radii["lecuyer"] == 0
     exact = certificates.teng_multiclass(0.45, 0.30, smooth.noise.scale)  # 0.0717

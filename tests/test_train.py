@@ -51,7 +51,10 @@ def test_type1_digits_is_accurate_under_laplace_noise(type1_run):
     # The saved model is the one measured, and its meta rebuilds it.
     model, meta = load_model(out / "model.pt")
     assert (meta["arch"], meta["noise"], meta["sigma"], meta["training"]) == (
-        "digits_mlp", "laplace", 0.25, "type1"
+        "digits_mlp",
+        "laplace",
+        0.25,
+        "type1",
     )
     assert meta["scale"] == pytest.approx(0.25 / 2**0.5) and meta["type2"] is None
     again = evaluate(model, load_split("digits", "test"), make_noise("laplace", 0.25), seed=0)
@@ -132,7 +135,8 @@ def test_type2_trains_a_usable_model(tmp_path, norm, epsilon):
     assert metrics["noise_accuracy"] >= 0.85
     rows = list(csv.DictReader((tmp_path / "train-log.csv").open()))
     assert [float(r["epsilon"]) for r in rows[:4]] == pytest.approx(
-        [epsilon / 3, 2 * epsilon / 3, epsilon, epsilon], rel=1e-5  # linear warm-up
+        [epsilon / 3, 2 * epsilon / 3, epsilon, epsilon],
+        rel=1e-5,  # linear warm-up
     )
     _, meta = load_model(tmp_path / "model.pt")
     assert meta["training"] == "type2" and meta["type2"]["norm"] == norm
@@ -153,8 +157,10 @@ TRAIN += ["--sigma", "0.25", "--epochs", "1", "--device", "cpu"]
         (["--training", "type3"], "unknown training 'type3'"),
         (["--sigma", "-0.5"], "sigma must be a positive number"),
         (["--epochs", "0"], "epochs must be at least 1"),
-        (["--dataset", "imagenet", "--arch", "resnet50", "--imagenet-dir", "/nonexistent"],
-         "imagenet directory /nonexistent not found"),
+        (
+            ["--dataset", "imagenet", "--arch", "resnet50", "--imagenet-dir", "/nonexistent"],
+            "imagenet directory /nonexistent not found",
+        ),
         (["--type2-norm", "l3", "--training", "type2"], "unknown type2 norm"),
     ],
 )

@@ -25,8 +25,19 @@ from snakemake.utils import validate
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "params.schema.yaml"
 # What a clone of the project holds that the pipeline needs (src/ for DVC's code deps).
-PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore",
-                 ".dvcignore", ".dvc/config", ".dvc/.gitignore", "config", "workflow", "src"]
+PROJECT_FILES = [
+    "Snakefile",
+    "dvc.yaml",
+    "params.yaml",
+    "pyproject.toml",
+    ".gitignore",
+    ".dvcignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    "config",
+    "workflow",
+    "src",
+]
 ENV = {
     **os.environ,
     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -40,16 +51,25 @@ PROFILE = ["--profile", "workflow/profiles/default", "--cores", "2"]
 
 
 # A released checkpoint certified beside the grid.
-IMPORTED = {"name": "cohen-laplace-s0.25", "path": "checkpoints/resnet20.pth.tar",
-            "format": "cohen", "noise": "laplace", "sigma": 0.25, "training": "type1"}
+IMPORTED = {
+    "name": "cohen-laplace-s0.25",
+    "path": "checkpoints/resnet20.pth.tar",
+    "format": "cohen",
+    "noise": "laplace",
+    "sigma": 0.25,
+    "training": "type1",
+}
 
 
 def run(args, cwd, check=True, env=None, timeout=600):
-    result = subprocess.run(args, cwd=cwd, env=env or ENV, capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(
+        args, cwd=cwd, env=env or ENV, capture_output=True, text=True, timeout=timeout
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"{args} failed ({result.returncode}):\n"
-                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"{args} failed ({result.returncode}):\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 
@@ -63,8 +83,9 @@ def make_project(path: Path, config: dict | None = None) -> Path:
     for name in PROJECT_FILES:
         source = ROOT / name
         if source.is_dir():
-            shutil.copytree(source, path / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            shutil.copytree(
+                source, path / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+            )
         else:
             (path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, path / name)
@@ -89,15 +110,19 @@ def dvc_outputs(project: Path) -> set[str]:
     from dvc.repo import Repo
 
     with Repo(str(project)) as repo:
-        return {os.path.relpath(out.fs_path, project)
-                for stage in repo.index.stages for out in stage.outs}
+        return {
+            os.path.relpath(out.fs_path, project)
+            for stage in repo.index.stages
+            for out in stage.outs
+        }
 
 
 # --- the schema ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["params.yaml", "config/paper-cifar10.yaml",
-                                  "config/paper-imagenet.yaml"])
+@pytest.mark.parametrize(
+    "name", ["params.yaml", "config/paper-cifar10.yaml", "config/paper-imagenet.yaml"]
+)
 def test_shipped_configs_are_valid(name):
     validate(yaml.safe_load((ROOT / name).read_text()), str(SCHEMA))
 
@@ -152,13 +177,20 @@ def test_bad_config_stops_the_workflow_before_any_job(tmp_path):
     assert "certify.shards must list the shard numbers 1..K" in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("models, message", [
-    ([{**IMPORTED, "name": "laplace-type1-s0.25"}], "laplace-type1-s0.25 is the name of a grid"),
-    ([IMPORTED, {**IMPORTED, "noise": "gaussian"}], "two entries have the same name"),
-])
+@pytest.mark.parametrize(
+    "models, message",
+    [
+        (
+            [{**IMPORTED, "name": "laplace-type1-s0.25"}],
+            "laplace-type1-s0.25 is the name of a grid",
+        ),
+        ([IMPORTED, {**IMPORTED, "noise": "gaussian"}], "two entries have the same name"),
+    ],
+)
 def test_imported_model_names_must_be_unique(tmp_path, models, message):
-    project = make_project(tmp_path / "project", {**params(), "dataset": "cifar10",
-                                                  "models": models})
+    project = make_project(
+        tmp_path / "project", {**params(), "dataset": "cifar10", "models": models}
+    )
     result = run(["snakemake", "-n"], project, check=False)
     assert result.returncode != 0 and message in result.stdout + result.stderr
 
@@ -172,17 +204,19 @@ def _models(config):
     return grid + [entry["name"] for entry in config.get("models", [])]
 
 
-
-@pytest.mark.parametrize("configfile", [None, "config/paper-cifar10.yaml",
-                                        "config/paper-imagenet.yaml"])
+@pytest.mark.parametrize(
+    "configfile", [None, "config/paper-cifar10.yaml", "config/paper-imagenet.yaml"]
+)
 def test_dry_run_lists_the_full_grid(tmp_path, configfile):
     project = make_project(tmp_path / "project")
     config = yaml.safe_load((ROOT / (configfile or "params.yaml")).read_text())
     outputs = snakemake_outputs(project, *(["--configfile", configfile] if configfile else []))
     dataset, shards = config["dataset"], len(config["certify"]["shards"])
     models = _models(config)
-    assert len(models) == {None: 24, "config/paper-cifar10.yaml": 16,
-                           "config/paper-imagenet.yaml": 6}[configfile]
+    assert (
+        len(models)
+        == {None: 24, "config/paper-cifar10.yaml": 16, "config/paper-imagenet.yaml": 6}[configfile]
+    )
     for model in models:
         assert f"results/models/{dataset}/{model}/model.pt" in outputs
         assert f"results/certify/{dataset}/{model}.tsv" in outputs
@@ -208,12 +242,20 @@ def test_lint_is_clean():
     assert "good condition" in result.stderr
 
 
-@pytest.mark.parametrize("changes", [
-    {},
-    {"grid": {"noises": ["uniform", "laplace"], "trainings": ["type2"],
-              "sigmas": [0.5, 1.0, 2, 0.125]}},
-    {"dataset": "cifar10", "models": [IMPORTED]},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {
+            "grid": {
+                "noises": ["uniform", "laplace"],
+                "trainings": ["type2"],
+                "sigmas": [0.5, 1.0, 2, 0.125],
+            }
+        },
+        {"dataset": "cifar10", "models": [IMPORTED]},
+    ],
+)
 def test_snakemake_and_dvc_declare_the_same_outputs(tmp_path, changes):
     config = {**params(), **changes}
     if changes:
@@ -226,8 +268,11 @@ def test_snakemake_and_dvc_declare_the_same_outputs(tmp_path, changes):
     model_dirs = {p.split("/")[3] for p in ours if p.startswith("results/models/")}
     assert model_dirs == set(_models(config))
     merged = {p for p in ours if p.startswith("results/certify/") and p.count("/") == 3}
-    assert merged == {f"results/certify/{config['dataset']}/{m}.{ext}"
-                      for m in _models(config) for ext in ("tsv", "json")}
+    assert merged == {
+        f"results/certify/{config['dataset']}/{m}.{ext}"
+        for m in _models(config)
+        for ext in ("tsv", "json")
+    }
 
 
 # --- real runs of a reduced experiment ----------------------------------------------------
@@ -315,8 +360,13 @@ def test_a_shard_cut_short_resumes_and_nothing_else_reruns(local_run):
     partial.mkdir(exist_ok=True)
     (partial / shard.name).write_text("".join(lines[:6]) + lines[6][:10])
     shutil.copy(shard.with_suffix(".json"), partial / "shard-2-of-2.json")
-    for path in (shard, shard.with_suffix(".json"), project / MERGED,
-                 project / MERGED.replace(".tsv", ".json"), project / "results/metrics.json"):
+    for path in (
+        shard,
+        shard.with_suffix(".json"),
+        project / MERGED,
+        project / MERGED.replace(".tsv", ".json"),
+        project / "results/metrics.json",
+    ):
         path.unlink()
 
     run(["snakemake", *PROFILE], project)
@@ -338,7 +388,8 @@ def test_dvc_repro_gives_the_same_certificates(local_run, tmp_path):
     for name in (MERGED, f"results/certify/digits/{MODEL}/shard-1-of-2.tsv"):
         assert without_time(read_table(clone / name)) == without_time(read_table(project / name))
     assert json.loads((clone / "results/metrics.json").read_text()) == json.loads(
-        (project / "results/metrics.json").read_text())
+        (project / "results/metrics.json").read_text()
+    )
     assert "up to date" in run(["dvc", "status"], clone).stdout
     assert "up to date" in run(["dvc", "repro"], clone).stdout  # nothing reruns
 
@@ -346,8 +397,9 @@ def test_dvc_repro_gives_the_same_certificates(local_run, tmp_path):
     code = clone / "src/l1cert/certificates.py"
     code.write_text(code.read_text().replace("np.log(2.0 * (1.0 - p))", "np.log(2.0 * (1 - p))"))
     stale = run(["dvc", "status"], clone).stdout
-    assert {"certify@", "merge@", "report:"} <= {s for s in ("certify@", "merge@", "report:",
-                                                             "train@") if s in stale}, stale
+    assert {"certify@", "merge@", "report:"} <= {
+        s for s in ("certify@", "merge@", "report:", "train@") if s in stale
+    }, stale
     assert "train@" not in stale, stale
 
 
@@ -391,8 +443,9 @@ def _failing_data_rule(tmp_path, config_changes, env=None):
 
 @pytest.mark.slow
 def test_a_missing_dataset_ends_with_the_cause_in_the_log(tmp_path):
-    log = _failing_data_rule(tmp_path, {"dataset": "imagefolder",
-                                        "data": {"root": "nowhere", "image_size": 8}})
+    log = _failing_data_rule(
+        tmp_path, {"dataset": "imagefolder", "data": {"root": "nowhere", "image_size": 8}}
+    )
     assert "l1cert: error:" in log and "nowhere/imagefolder" in log
     assert "Traceback" not in log
 
@@ -401,8 +454,15 @@ def test_a_missing_dataset_ends_with_the_cause_in_the_log(tmp_path):
 def test_an_unreachable_download_ends_with_the_cause_in_the_log(tmp_path):
     # A proxy nobody listens on: the download fails at once, with or without internet.
     proxy = "http://127.0.0.1:9"
-    env = {**ENV, "http_proxy": proxy, "https_proxy": proxy, "HTTP_PROXY": proxy,
-           "HTTPS_PROXY": proxy, "no_proxy": "", "NO_PROXY": ""}
+    env = {
+        **ENV,
+        "http_proxy": proxy,
+        "https_proxy": proxy,
+        "HTTP_PROXY": proxy,
+        "HTTPS_PROXY": proxy,
+        "no_proxy": "",
+        "NO_PROXY": "",
+    }
     log = _failing_data_rule(tmp_path, {"dataset": "cifar10"}, env=env)
     assert "l1cert: error: CIFAR-10 could not be downloaded" in log
     assert "Traceback" not in log
@@ -439,28 +499,38 @@ def test_an_imported_model_takes_the_place_of_training(tmp_path):
     config["grid"] = {"noises": ["gaussian"], "trainings": ["type1"], "sigmas": [0.25]}
     config["certify"] = {**config["certify"], "shards": list(range(1, shards + 1))}
     project = make_project(tmp_path / "project", config)
-    source = torch.nn.Sequential(PlainNormalize(CIFAR10_MEAN, CIFAR10_STD),
-                                 randomize(RefCifarResNet(20), seed=0)).eval()
+    source = torch.nn.Sequential(
+        PlainNormalize(CIFAR10_MEAN, CIFAR10_STD), randomize(RefCifarResNet(20), seed=0)
+    ).eval()
     (project / "checkpoints").mkdir()
     their_checkpoint(project / IMPORTED["path"], source, "cifar_resnet20")
 
     # Snakemake: import -> certify (K shards) -> merge, no training; the report reads it.
     merged = f"results/certify/cifar10/{name}.tsv"
     dry = run(["snakemake", "-n", merged], project).stdout
-    stats = dry[dry.index("Job stats:"):].split("\n\n")[0]
+    stats = dry[dry.index("Job stats:") :].split("\n\n")[0]
     jobs = dict(line.split() for line in stats.splitlines()[3:])
-    assert jobs == {"data": "1", "import_model": "1", "certify": str(shards), "merge": "1",
-                    "total": str(3 + shards)}, stats
+    assert jobs == {
+        "data": "1",
+        "import_model": "1",
+        "certify": str(shards),
+        "merge": "1",
+        "total": str(3 + shards),
+    }, stats
     dry = run(["snakemake", "-n", "-p"], project)
     report = [line for line in (dry.stdout + dry.stderr).splitlines() if "l1cert report" in line]
     assert len(report) == 1 and merged in report[0].split(), report
 
     # DVC: the same chain of stages.
     dot = run(["dvc", "dag", "--dot"], project).stdout
-    edges = {tuple(s.strip('" ;') for s in line.split("->"))
-             for line in dot.splitlines() if "->" in line}
-    chain = [("import_model@0", "certify_imported@model0-1"),
-             ("certify_imported@model0-1", "merge_imported@0"), ("merge_imported@0", "report")]
+    edges = {
+        tuple(s.strip('" ;') for s in line.split("->")) for line in dot.splitlines() if "->" in line
+    }
+    chain = [
+        ("import_model@0", "certify_imported@model0-1"),
+        ("certify_imported@model0-1", "merge_imported@0"),
+        ("merge_imported@0", "report"),
+    ]
     assert set(chain) <= edges, dot
     assert not any(a.startswith("train") and "imported" in b for a, b in edges)
 
@@ -469,7 +539,11 @@ def test_an_imported_model_takes_the_place_of_training(tmp_path):
     run(["snakemake", "--cores", "1", str(model_pt.relative_to(project))], project)
     model, meta = load_model(model_pt)
     assert (meta["name"], meta["noise"], meta["sigma"], meta["training"]) == (
-        name, "laplace", 0.25, "type1")
+        name,
+        "laplace",
+        0.25,
+        "type1",
+    )
     assert meta["arch"] == "cifar_resnet20" and meta["source"]["format"] == "cohen"
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

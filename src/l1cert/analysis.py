@@ -88,8 +88,9 @@ def read_certificates(
         fmt.check_sealed(path, settings, table)
         identity = _sidecar_identity(path, settings, table)
     elif "noise" in table.header:
-        raise L1CertError(f"{path}: an l1cert certify file without its sidecar "
-                          f"{fmt.sidecar_path(path)}")
+        raise L1CertError(
+            f"{path}: an l1cert certify file without its sidecar {fmt.sidecar_path(path)}"
+        )
     else:
         identity = _cohen_identity(path, dataset, label)
     noise = identity["noise"]
@@ -113,8 +114,15 @@ def read_certificates(
             hits[bound], abstains[bound] = (radius > 0) & (top_class == label), radius <= 0
         else:
             hits[bound], abstains[bound] = correct, predict == -1
-    return Certificates(path=path, predict=predict, correct=correct, radii=radii, hits=hits,
-                        abstains=abstains, **identity)
+    return Certificates(
+        path=path,
+        predict=predict,
+        correct=correct,
+        radii=radii,
+        hits=hits,
+        abstains=abstains,
+        **identity,
+    )
 
 
 def _sidecar_identity(path: Path, settings: dict, table: fmt.Table) -> dict:
@@ -138,15 +146,23 @@ def _sidecar_identity(path: Path, settings: dict, table: fmt.Table) -> dict:
         except ValueError:
             raise L1CertError(f"{path}: column {name}: {value!r} is not valid") from None
         if not same:
-            raise L1CertError(f"{path}: mixed settings: the sidecar says {name} "
-                              f"{settings[name]}, the rows say {value}")
+            raise L1CertError(
+                f"{path}: mixed settings: the sidecar says {name} "
+                f"{settings[name]}, the rows say {value}"
+            )
     if settings["noise"] not in NOISES:
         raise L1CertError(f"{path}: unknown noise {settings['noise']!r}")
-    return {"dataset": str(settings["dataset"]), "training": str(settings["training"]),
-            "noise": settings["noise"], "sigma": float(settings["sigma"]),
-            "model": str(settings["model_name"]), "n0": int(settings["n0"]),
-            "n": int(settings["n"]), "alpha": float(settings["alpha"]),
-            "sampling": str(settings.get("sampling", "fixed"))}
+    return {
+        "dataset": str(settings["dataset"]),
+        "training": str(settings["training"]),
+        "noise": settings["noise"],
+        "sigma": float(settings["sigma"]),
+        "model": str(settings["model_name"]),
+        "n0": int(settings["n0"]),
+        "n": int(settings["n"]),
+        "alpha": float(settings["alpha"]),
+        "sampling": str(settings.get("sampling", "fixed")),
+    }
 
 
 def _same(a, b) -> bool:
@@ -162,8 +178,16 @@ def _cohen_identity(path: Path, dataset: str | None, label: str | None) -> dict:
         dataset = next((part for part in reversed(path.parts) if part in DATASETS), "unknown")
     training = label or "unknown"
     model = f"gaussian-{training}-s{sigma:g}" if sigma is not None else path.name
-    return {"dataset": dataset, "training": training, "noise": "gaussian", "sigma": sigma,
-            "model": model, "n0": None, "n": None, "alpha": None}
+    return {
+        "dataset": dataset,
+        "training": training,
+        "noise": "gaussian",
+        "sigma": sigma,
+        "model": model,
+        "n0": None,
+        "n": None,
+        "alpha": None,
+    }
 
 
 def read_all(
@@ -183,15 +207,18 @@ def read_all(
                     f"model ({run.dataset}, {run.model}) would share a table row; report them "
                     "separately"
                 )
-            raise L1CertError(f"{path}: same dataset and model ({run.dataset}, {run.model}) "
-                              f"as {other}")
+            raise L1CertError(
+                f"{path}: same dataset and model ({run.dataset}, {run.model}) as {other}"
+            )
         seen[key] = path, run.sampling
         runs.append((path, run))
     if not runs:
         raise L1CertError("no certify files given")
     for path, run in runs:
-        log(f"read {path}: {run.dataset} {run.model}: {run.points} points, "
-            f"bounds {', '.join(run.bounds)}")
+        log(
+            f"read {path}: {run.dataset} {run.model}: {run.points} points, "
+            f"bounds {', '.join(run.bounds)}"
+        )
     runs = [run for _, run in runs]
     return sorted(runs, key=_run_order)
 
@@ -201,8 +228,14 @@ def training_rank(training: str) -> int:
 
 
 def _run_order(run: Certificates):
-    return (run.dataset, training_rank(run.training), run.training, run.noise,
-            run.sigma if run.sigma is not None else math.inf, run.model)
+    return (
+        run.dataset,
+        training_rank(run.training),
+        run.training,
+        run.noise,
+        run.sigma if run.sigma is not None else math.inf,
+        run.model,
+    )
 
 
 def all_bounds() -> list[str]:
@@ -239,12 +272,16 @@ class Row:
 
 def accuracy_rows(runs: Sequence[Certificates], radii: Sequence[float]) -> list[Row]:
     return [
-        Row(run, bound,
+        Row(
+            run,
+            bound,
             clean_accuracy=float(run.hits[bound].mean()),
             abstention_rate=float(run.abstains[bound].mean()),
             acr=average_certified_radius(radius, run.hits[bound]),
-            accuracy=run.accuracy(bound, radii))
-        for run in runs for bound, radius in run.radii.items()
+            accuracy=run.accuracy(bound, radii),
+        )
+        for run in runs
+        for bound, radius in run.radii.items()
     ]
 
 
@@ -271,18 +308,20 @@ def envelopes(runs: Sequence[Certificates], radii: Sequence[float]) -> list[Enve
         curves = np.array([m.accuracy(bound, radii) for m in members])
         winner = curves.argmax(axis=0)
         best = curves.max(axis=0)
-        best_models = [members[w] if b > 0 else None
-                       for w, b in zip(winner, best, strict=True)]
+        best_models = [members[w] if b > 0 else None for w, b in zip(winner, best, strict=True)]
         result.append(Envelope(dataset, training, bound, best, best_models, members))
     order = all_bounds()
-    return sorted(result, key=lambda e: (e.dataset, training_rank(e.training), e.training,
-                                         order.index(e.bound)))
+    return sorted(
+        result,
+        key=lambda e: (e.dataset, training_rank(e.training), e.training, order.index(e.bound)),
+    )
 
 
 def radius_grid(runs: Sequence[Certificates], points: int = 400) -> np.ndarray:
     """A round-stepped radius grid from 0 just past the largest certified radius."""
-    largest = max((float(np.nanmax(r, initial=0.0)) for run in runs for r in run.radii.values()),
-                  default=0.0)
+    largest = max(
+        (float(np.nanmax(r, initial=0.0)) for run in runs for r in run.radii.values()), default=0.0
+    )
     largest = max(largest, 1e-3)
     raw = largest / points
     magnitude = 10.0 ** math.floor(math.log10(raw))
@@ -292,12 +331,14 @@ def radius_grid(runs: Sequence[Certificates], points: int = 400) -> np.ndarray:
 
 def settings_text(runs: Sequence[Certificates]) -> str:
     """'n = 10000, n0 = 100, α = 0.001, fixed sampling' (sets where the files differ)."""
+
     def values(attr, form="{:g}"):
         found = sorted({getattr(r, attr) for r in runs if getattr(r, attr) is not None})
         if not found:
             return "unknown"
         shown = ", ".join(form.format(v) for v in found)
         return shown if len(found) == 1 else "{" + shown + "}"
+
     modes = {r.sampling for r in runs}
     cap = " (the cap of sequential sampling)" if "sequential" in modes else ""
     n = f"n = {values('n')}{cap}"

@@ -128,9 +128,7 @@ def radii(noise: str, sigma: float, pa: float, pb: float | None = None, bounds=(
         check_bound(bound, noise)
     if pb is not None and not any(BOUNDS[b].uses_pb for b in names):
         raise L1CertError(f"--pb is used by teng_multiclass only, not by {', '.join(names)}")
-    return {
-        bound: float(radius(bound, noise, smoothing_noise.scale, pa, pb)) for bound in names
-    }
+    return {bound: float(radius(bound, noise, smoothing_noise.scale, pa, pb)) for bound in names}
 
 
 def inverse_radius(bound: str, scale: float, r):

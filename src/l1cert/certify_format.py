@@ -73,8 +73,9 @@ class Table:
         return {idx: "\t".join(fields) for idx, fields in self.rows.items()}
 
 
-def read_rows(path: str | os.PathLike, num_classes: int | None = None, torn: str = "error"
-              ) -> Table:
+def read_rows(
+    path: str | os.PathLike, num_classes: int | None = None, torn: str = "error"
+) -> Table:
     """Read and validate a certify TSV (ours or Cohen et al.'s six columns).
 
     Every row: as many fields as the header, idx a non-negative integer seen once, label and

@@ -88,12 +88,20 @@ def radius(noise, sigma, pa, pb, bounds):
 @click.option("--shard", default="1/1", show_default=True, help="This shard k/K (1-based).")
 @click.option("--skip", type=int, default=1, show_default=True, help="Every skip-th point.")
 @click.option("--max", "max_points", type=int, default=-1, show_default=True, help="-1: all.")
-@click.option("--sampling", default="fixed", show_default=True,
-              help="fixed: n draws per point (Cohen et al.); sequential: stop once the point's "
-                   "bucket among --radii is decided, n being the cap.")
+@click.option(
+    "--sampling",
+    default="fixed",
+    show_default=True,
+    help="fixed: n draws per point (Cohen et al.); sequential: stop once the point's "
+    "bucket among --radii is decided, n being the cap.",
+)
 @click.option("--radii", help="Comma-separated l1 radii a sequential run decides.")
-@click.option("--compile", default="off", show_default=True,
-              help="torch.compile the model: on, off, or auto (when the job is large enough).")
+@click.option(
+    "--compile",
+    default="off",
+    show_default=True,
+    help="torch.compile the model: on, off, or auto (when the job is large enough).",
+)
 @click.option("--precision", default="fp32", show_default=True, help="fp32 or bf16 forward.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=int, help="torch threads (default: torch's own).")
@@ -145,8 +153,15 @@ def _train_options(command):
         kind = {"int": int, "float": float}.get(str(field.type), str)
         required = field.default is None
         default = None if required else field.default
-        command = click.option(*flags, name, type=kind, default=default, required=required,
-                               show_default=not required, help=field.metadata.get("help"))(command)
+        command = click.option(
+            *flags,
+            name,
+            type=kind,
+            default=default,
+            required=required,
+            show_default=not required,
+            help=field.metadata.get("help"),
+        )(command)
     return command
 
 
@@ -195,11 +210,20 @@ def import_(src, src_path, out, **options):
 @main.command()
 @click.argument("certify_files", nargs=-1, required=True)
 @click.option("--out-dir", required=True, help="Writes tables/, figures/, plots/, captions/ here.")
-@click.option("--radii", default=",".join(f"{r:g}" for r in DEFAULT_RADII), show_default=True,
-              help="Comma-separated l1 radii of the tables and metrics.")
+@click.option(
+    "--radii",
+    default=",".join(f"{r:g}" for r in DEFAULT_RADII),
+    show_default=True,
+    help="Comma-separated l1 radii of the tables and metrics.",
+)
 @click.option("--metrics", help="metrics JSON path (default: OUT_DIR/metrics.json).")
-@click.option("--fig6-sigma", type=float, default=0.5, show_default=True,
-              help="Noise std of the radius-against-pA figure.")
+@click.option(
+    "--fig6-sigma",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Noise std of the radius-against-pA figure.",
+)
 @click.option("--dataset", help="Dataset of Cohen et al.'s six-column files (default: path).")
 @click.option("--label", help="Training label of Cohen et al.'s six-column files.")
 def report(certify_files, out_dir, radii, metrics, fig6_sigma, dataset, label):

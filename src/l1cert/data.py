@@ -279,8 +279,11 @@ def prepare(
     if Path(manifest).is_dir():
         raise L1CertError(f"--manifest {manifest} is a directory; give a file name")
     if name == "digits":  # computed afresh from scikit-learn's scans, then cached for the jobs
-        arrays = {f"{k}_{split}": v for split in ("train", "test")
-                  for k, v in zip("xy", _split_digits(split), strict=True)}
+        arrays = {
+            f"{k}_{split}": v
+            for split in ("train", "test")
+            for k, v in zip("xy", _split_digits(split), strict=True)
+        }
         with atomic_path(_digits_cache(root)) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
         _digits_arrays.cache_clear()

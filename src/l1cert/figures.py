@@ -24,8 +24,12 @@ from l1cert.noise import NOISES  # noqa: E402
 from l1cert.utils import atomic_path  # noqa: E402
 
 # The curves of the per-dataset figures: (noise of the model, bound), as in the paper's Figs. 7-8.
-FIGURE_METHODS = (("laplace", "teng"), ("laplace", "lecuyer"), ("gaussian", "cohen"),
-                  ("uniform", "uniform"))
+FIGURE_METHODS = (
+    ("laplace", "teng"),
+    ("laplace", "lecuyer"),
+    ("gaussian", "cohen"),
+    ("uniform", "uniform"),
+)
 BOUND_LABELS = {
     "teng": "Laplace, Thm 2 (teng)",
     "lecuyer": "Laplace, Lecuyer et al. (DP)",
@@ -36,8 +40,13 @@ BOUND_LABELS = {
 RADIUS_LABEL = "ℓ1 radius r (pixel units, inputs in [0, 1])"
 ACCURACY_LABEL = "approximate certified accuracy"
 
-BOUND_COLORS = {"teng": "tab:red", "lecuyer": "tab:green", "teng_multiclass": "tab:orange",
-                "cohen": "tab:blue", "uniform": "tab:purple"}
+BOUND_COLORS = {
+    "teng": "tab:red",
+    "lecuyer": "tab:green",
+    "teng_multiclass": "tab:orange",
+    "cohen": "tab:blue",
+    "uniform": "tab:purple",
+}
 BOUND_STYLES = {"lecuyer": "--", "teng_multiclass": ":"}
 
 
@@ -60,17 +69,30 @@ def bound_comparison(stem: Path, resolution: int = 400) -> list[Path]:
     admissible = (pb < pa) & (pa + pb <= 1.0)
     region = np.where(admissible, np.where(certificates.thm1_beats_dp(pa, pb), 2, 1), 0)
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
-    ax.imshow(region, origin="lower", extent=(0, 1, 0, 1), interpolation="nearest",
-              cmap=ListedColormap(["whitesmoke", "tab:green", "tab:red"]), vmin=0, vmax=2)
+    ax.imshow(
+        region,
+        origin="lower",
+        extent=(0, 1, 0, 1),
+        interpolation="nearest",
+        cmap=ListedColormap(["whitesmoke", "tab:green", "tab:red"]),
+        vmin=0,
+        vmax=2,
+    )
     edge = np.linspace(0.5, 1.0, 200)
     ax.plot(edge, (1 - edge) ** 2 / edge, "k--", lw=1, label="Remark 2: p̄B = (1 − p̲A)²/p̲A")
     ax.set_xlabel("p̲A (lower bound of the top class probability)")
     ax.set_ylabel("p̄B (upper bound of the runner-up probability)")
     ax.set_title("Theorem 1 against the DP bound (Eq. 1)")
-    ax.legend(handles=[Patch(color="tab:red", label="Theorem 1 larger"),
-                       Patch(color="tab:green", label="DP bound at least as large"),
-                       Patch(color="whitesmoke", label="not admissible (p̄B ≥ p̲A or sum > 1)"),
-                       *ax.get_lines()], loc="upper left", fontsize=7)
+    ax.legend(
+        handles=[
+            Patch(color="tab:red", label="Theorem 1 larger"),
+            Patch(color="tab:green", label="DP bound at least as large"),
+            Patch(color="whitesmoke", label="not admissible (p̄B ≥ p̲A or sum > 1)"),
+            *ax.get_lines(),
+        ],
+        loc="upper left",
+        fontsize=7,
+    )
     return save(fig, stem)
 
 
@@ -80,8 +102,13 @@ def radius_vs_pa(stem: Path, sigma: float) -> list[Path]:
     fig, ax = plt.subplots(figsize=(5.0, 3.8))
     for noise, bound in FIGURE_METHODS:
         scale = NOISES[noise](sigma).scale
-        ax.plot(pa, certificates.radius(bound, noise, scale, pa), color=BOUND_COLORS[bound],
-                ls=BOUND_STYLES.get(bound, "-"), label=f"{BOUND_LABELS[bound]} (scale {scale:.3g})")
+        ax.plot(
+            pa,
+            certificates.radius(bound, noise, scale, pa),
+            color=BOUND_COLORS[bound],
+            ls=BOUND_STYLES.get(bound, "-"),
+            label=f"{BOUND_LABELS[bound]} (scale {scale:.3g})",
+        )
     ax.set_xlabel("p̲A (lower bound of the top class probability)")
     ax.set_ylabel(RADIUS_LABEL)
     ax.set_title(f"Certified radius against p̲A, σ = {sigma:g}")
@@ -105,8 +132,9 @@ def _sigmas(runs: Sequence[Certificates]) -> list:
 
 
 def _grid_of_axes(rows: int, cols: int, title: str):
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.7 * rows + 0.5), squeeze=False,
-                             sharex=True, sharey=True)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.2 * cols, 2.7 * rows + 0.5), squeeze=False, sharex=True, sharey=True
+    )
     fig.suptitle(title, fontsize=10)
     for ax in axes.flat:
         ax.set_ylim(0, 1)
@@ -122,17 +150,20 @@ def _finish(ax, empty_text: str = "no certify file") -> None:
     if ax.get_lines():
         ax.legend(fontsize=7)
     else:
-        ax.text(0.5, 0.5, empty_text, ha="center", va="center", transform=ax.transAxes,
-                color="gray")
+        ax.text(
+            0.5, 0.5, empty_text, ha="center", va="center", transform=ax.transAxes, color="gray"
+        )
 
 
-def accuracy_per_sigma(stem: Path, runs: Sequence[Certificates], grid: np.ndarray,
-                       title: str) -> list[Path]:
+def accuracy_per_sigma(
+    stem: Path, runs: Sequence[Certificates], grid: np.ndarray, title: str
+) -> list[Path]:
     """One panel per training type × method, one curve per σ."""
     trainings, sigmas = _trainings(runs), _sigmas(runs)
     colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(sigmas), 1)))
-    fig, axes = _grid_of_axes(len(trainings), len(FIGURE_METHODS),
-                              f"Certified accuracy for each σ: {title}")
+    fig, axes = _grid_of_axes(
+        len(trainings), len(FIGURE_METHODS), f"Certified accuracy for each σ: {title}"
+    )
     for row, training in enumerate(trainings):
         for col, (noise, bound) in enumerate(FIGURE_METHODS):
             ax = axes[row, col]
@@ -140,42 +171,56 @@ def accuracy_per_sigma(stem: Path, runs: Sequence[Certificates], grid: np.ndarra
             for run in runs:
                 if run.training == training and run.noise == noise and bound in run.radii:
                     label = f"σ = {run.sigma:g}" if run.sigma is not None else run.model
-                    ax.plot(grid, run.accuracy(bound, grid),
-                            color=colors[sigmas.index(run.sigma)], label=label)
+                    ax.plot(
+                        grid,
+                        run.accuracy(bound, grid),
+                        color=colors[sigmas.index(run.sigma)],
+                        label=label,
+                    )
             _finish(ax)
     return save(fig, stem)
 
 
-def bound_comparison_per_sigma(stem: Path, runs: Sequence[Certificates], grid: np.ndarray,
-                               title: str) -> list[Path]:
+def bound_comparison_per_sigma(
+    stem: Path, runs: Sequence[Certificates], grid: np.ndarray, title: str
+) -> list[Path]:
     """Figs. 7-8: at each σ the Laplace model's bounds beside the Gaussian and uniform models."""
     trainings, sigmas = _trainings(runs), _sigmas(runs)
     fig, axes = _grid_of_axes(len(trainings), len(sigmas), f"Bounds compared: {title}")
     for row, training in enumerate(trainings):
         for col, sigma in enumerate(sigmas):
             ax = axes[row, col]
-            ax.set_title(f"{training}, σ = {sigma:g}" if sigma is not None else training,
-                         fontsize=8)
+            ax.set_title(
+                f"{training}, σ = {sigma:g}" if sigma is not None else training, fontsize=8
+            )
             for run in runs:
                 if run.training != training or run.sigma != sigma:
                     continue
                 for bound in run.radii:
-                    ax.plot(grid, run.accuracy(bound, grid),
-                            color=BOUND_COLORS[bound], ls=BOUND_STYLES.get(bound, "-"),
-                            label=BOUND_LABELS[bound])
+                    ax.plot(
+                        grid,
+                        run.accuracy(bound, grid),
+                        color=BOUND_COLORS[bound],
+                        ls=BOUND_STYLES.get(bound, "-"),
+                        label=BOUND_LABELS[bound],
+                    )
             _finish(ax)
     return save(fig, stem)
 
 
-def envelope(stem: Path, runs: Sequence[Certificates], grid: np.ndarray,
-             title: str) -> list[Path]:
+def envelope(stem: Path, runs: Sequence[Certificates], grid: np.ndarray, title: str) -> list[Path]:
     """Per training type, the best curve over σ of each bound."""
     trainings = _trainings(runs)
     fig, axes = _grid_of_axes(1, len(trainings), f"Envelope over σ: {title}")
     for env in envelopes(runs, grid):
         ax = axes[0, trainings.index(env.training)]
-        ax.plot(grid, env.accuracy, color=BOUND_COLORS[env.bound],
-                ls=BOUND_STYLES.get(env.bound, "-"), label=BOUND_LABELS[env.bound])
+        ax.plot(
+            grid,
+            env.accuracy,
+            color=BOUND_COLORS[env.bound],
+            ls=BOUND_STYLES.get(env.bound, "-"),
+            label=BOUND_LABELS[env.bound],
+        )
     for ax, training in zip(axes[0], trainings, strict=True):
         ax.set_title(training, fontsize=8)
         _finish(ax)

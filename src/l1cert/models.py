@@ -159,8 +159,16 @@ def check_meta(meta, path) -> dict:
     """The checkpoint's meta, if it can rebuild and describe the model; else one line."""
     if not isinstance(meta, dict):
         raise L1CertError(f"checkpoint {path} has no meta dict describing its model")
-    expected = {"arch": str, "dataset": str, "noise": str, "num_classes": int,
-                "input_shape": list, "mean": list, "std": list, "sigma": (int, float)}
+    expected = {
+        "arch": str,
+        "dataset": str,
+        "noise": str,
+        "num_classes": int,
+        "input_shape": list,
+        "mean": list,
+        "std": list,
+        "sigma": (int, float),
+    }
     for key, kind in expected.items():
         if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
             raise L1CertError(f"checkpoint {path}: meta {key} is {meta.get(key)!r}, not valid")
@@ -183,8 +191,9 @@ def check_fits(model: nn.Module, input_shape, what: str) -> None:
             model(torch.zeros((2, *input_shape), device=device))
     except RuntimeError as err:
         shape = "x".join(map(str, input_shape))
-        raise L1CertError(f"{what} cannot take {shape} inputs ({str(err).splitlines()[0][:120]})"
-                          ) from None
+        raise L1CertError(
+            f"{what} cannot take {shape} inputs ({str(err).splitlines()[0][:120]})"
+        ) from None
     finally:
         model.train(was_training)
 

@@ -18,5 +18,6 @@ def check_choice(what: str, value: str, choices: tuple[str, ...]) -> str:
         raise L1CertError(f"unknown {what} {value!r} (choose from {', '.join(choices)})")
     return value
 
+
 # The l1 radii of the report's tables and metrics when none are given.
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)

@@ -51,34 +51,72 @@ def _sigma_text(run: Certificates | None) -> str:
 
 def accuracy_table(rows: Sequence[Row], radii: Sequence[float]):
     """(header, machine rows, display rows); display shows percentages."""
-    header = ["dataset", "model", "noise", "training", "sigma", "bound", "points",
-              "clean_accuracy", "abstention_rate", "acr"] + [f"r={_radius_label(r)}" for r in radii]
+    header = [
+        "dataset",
+        "model",
+        "noise",
+        "training",
+        "sigma",
+        "bound",
+        "points",
+        "clean_accuracy",
+        "abstention_rate",
+        "acr",
+    ] + [f"r={_radius_label(r)}" for r in radii]
     machine, display = [], []
     for row in rows:
         run = row.run
-        ident = [run.dataset, run.model, run.noise, run.training,
-                 "" if run.sigma is None else f"{run.sigma:g}", row.bound, str(run.points)]
+        ident = [
+            run.dataset,
+            run.model,
+            run.noise,
+            run.training,
+            "" if run.sigma is None else f"{run.sigma:g}",
+            row.bound,
+            str(run.points),
+        ]
         stats = [row.clean_accuracy, row.abstention_rate]
         machine.append(ident + [f"{v:.6g}" for v in (*stats, row.acr, *row.accuracy)])
-        display.append(ident + [f"{100 * v:.1f}" for v in stats] + [f"{row.acr:.3f}"]
-                       + [f"{100 * v:.1f}" for v in row.accuracy])
+        display.append(
+            ident
+            + [f"{100 * v:.1f}" for v in stats]
+            + [f"{row.acr:.3f}"]
+            + [f"{100 * v:.1f}" for v in row.accuracy]
+        )
     return header, machine, display
 
 
 def envelope_table(envs: Sequence[Envelope], radii: Sequence[float]):
     """Machine form is long (one line per radius); display form is wide, σ in parentheses."""
-    machine_header = ["dataset", "training", "bound", "radius", "certified_accuracy",
-                      "sigma", "model"]
+    machine_header = [
+        "dataset",
+        "training",
+        "bound",
+        "radius",
+        "certified_accuracy",
+        "sigma",
+        "model",
+    ]
     machine = [
-        [e.dataset, e.training, e.bound, f"{r:g}", f"{a:.6g}",
-         "" if b is None or b.sigma is None else f"{b.sigma:g}", "" if b is None else b.model]
-        for e in envs for r, a, b in zip(radii, e.accuracy, e.best, strict=True)
+        [
+            e.dataset,
+            e.training,
+            e.bound,
+            f"{r:g}",
+            f"{a:.6g}",
+            "" if b is None or b.sigma is None else f"{b.sigma:g}",
+            "" if b is None else b.model,
+        ]
+        for e in envs
+        for r, a, b in zip(radii, e.accuracy, e.best, strict=True)
     ]
     display_header = ["dataset", "training", "bound"] + [f"r={_radius_label(r)}" for r in radii]
     display = [
         [e.dataset, e.training, e.bound]
-        + [f"{100 * a:.1f} ({_sigma_text(b)})" if b is not None else f"{100 * a:.1f}"
-           for a, b in zip(e.accuracy, e.best, strict=True)]
+        + [
+            f"{100 * a:.1f} ({_sigma_text(b)})" if b is not None else f"{100 * a:.1f}"
+            for a, b in zip(e.accuracy, e.best, strict=True)
+        ]
         for e in envs
     ]
     return machine_header, machine, display_header, display
@@ -95,8 +133,11 @@ def to_csv(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def to_markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     def line(cells):
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-    align = ["---" if i < 3 or not rows or not _numeric(rows[0][i]) else "---:"
-             for i in range(len(header))]
+
+    align = [
+        "---" if i < 3 or not rows or not _numeric(rows[0][i]) else "---:"
+        for i in range(len(header))
+    ]
     return "\n".join([line(header), "| " + " | ".join(align) + " |", *map(line, rows)]) + "\n"
 
 
@@ -108,10 +149,21 @@ def _numeric(text: str) -> bool:
     return True
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                  "^": r"\textasciicircum{}", "σ": r"$\sigma$", "α": r"$\alpha$",
-                  "ℓ": r"$\ell$"}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "σ": r"$\sigma$",
+    "α": r"$\alpha$",
+    "ℓ": r"$\ell$",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -122,12 +174,19 @@ def to_latex(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str,
     """A booktabs table (needs \\usepackage{booktabs} in the document)."""
     spec = "".join("r" if rows and _numeric(rows[0][i]) else "l" for i in range(len(header)))
     lines = [
-        r"\begin{table}[t]", r"\centering", r"\small",
-        rf"\caption{{{latex_escape(caption)}}}", rf"\label{{{label}}}",
-        rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-        " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule",
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{latex_escape(caption)}}}",
+        rf"\label{{{label}}}",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(latex_escape(h) for h in header) + r" \\",
+        r"\midrule",
         *(" & ".join(latex_escape(c) for c in row) + r" \\" for row in rows),
-        r"\bottomrule", r"\end{tabular}", r"\end{table}",
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -147,24 +206,32 @@ def captions(runs: Sequence[Certificates], radii: Sequence[float], fig6_sigma: f
             "is that of the smoothed classifier (abstentions count as wrong), abstention rate is "
             "the fraction of points where it abstains, ACR is the mean over all points of "
             f"radius times correct (Zhai et al. 2020). Certification: {stats}."
-            + (" Sequential sampling stops once a point's bucket among these radii is decided, "
-               "so its radii pin the bucket, not the value: its ACR is not comparable with "
-               "fixed sampling's." if any(r.sampling == "sequential" for r in runs) else "")),
+            + (
+                " Sequential sampling stops once a point's bucket among these radii is decided, "
+                "so its radii pin the bucket, not the value: its ACR is not comparable with "
+                "fixed sampling's."
+                if any(r.sampling == "sequential" for r in runs)
+                else ""
+            )
+        ),
         "envelope": (
             "Envelope over sigma: for each dataset, training type and bound, the best certified "
             "accuracy (in %) at each l1 radius over all noise levels, with the sigma that "
-            f"achieves it in parentheses (ties go to the smaller sigma). Certification: {stats}."),
+            f"achieves it in parentheses (ties go to the smaller sigma). Certification: {stats}."
+        ),
         "bound-comparison": (
             "Where Theorem 1 beats the differential-privacy bound of Lecuyer et al.: over pairs "
             "(lower bound of pA, upper bound of pB) with pB < pA and pA + pB <= 1, red marks "
             "pairs where Theorem 1's radius is larger, green where the DP bound "
             "(lambda/2) ln(pA/pB) is at least as large. The dashed line is the boundary from "
-            "Remark 2, pB = (1 - pA)^2 / pA. The comparison does not depend on lambda."),
+            "Remark 2, pB = (1 - pA)^2 / pA. The comparison does not depend on lambda."
+        ),
         "radius-vs-pa": (
             f"Certified l1 radius against the lower bound of pA at sigma = {fig6_sigma:g} "
             "(noises matched by per-coordinate standard deviation): Theorem 2 (teng) and "
             "Lecuyer et al.'s bound for Laplace noise, Cohen et al.'s for Gaussian noise, "
-            "and the uniform-noise bound of Yang et al."),
+            "and the uniform-noise bound of Yang et al."
+        ),
     }
     for dataset in sorted({r.dataset for r in runs}):
         mine = [r for r in runs if r.dataset == dataset]
@@ -173,14 +240,17 @@ def captions(runs: Sequence[Certificates], radii: Sequence[float], fig6_sigma: f
             f"{dataset}: approximate certified accuracy against l1 radius for each sigma; "
             "columns: the Laplace model certified with Theorem 2 (teng) and with Lecuyer et al.'s "
             "bound, the Gaussian model with Cohen et al.'s, the uniform model with Yang et al.'s; "
-            f"rows: training type. Certification: {stats}.")
+            f"rows: training type. Certification: {stats}."
+        )
         text[f"{dataset}-comparison"] = (
             f"{dataset}: the bounds side by side at each sigma (as in the paper's Figs. 7 and 8); "
-            f"rows: training type, columns: sigma. Certification: {stats}.")
+            f"rows: training type, columns: sigma. Certification: {stats}."
+        )
         text[f"{dataset}-envelope"] = (
             f"{dataset}: envelope over sigma of the certified accuracy for each bound (the "
             f"best curve over all noise levels at each radius), per training type. "
-            f"Certification: {stats}.")
+            f"Certification: {stats}."
+        )
     return text
 
 
@@ -191,8 +261,9 @@ FIGURES = ("bound-comparison", "radius-vs-pa")
 DATASET_FIGURES = ("certified-accuracy", "comparison", "envelope")
 
 
-def expected_outputs(out_dir: str | Path, datasets: Iterable[str],
-                     metrics: str | Path | None = None) -> list[Path]:
+def expected_outputs(
+    out_dir: str | Path, datasets: Iterable[str], metrics: str | Path | None = None
+) -> list[Path]:
     """Every file `build_report` writes for these datasets (for declaring pipeline outputs)."""
     out = Path(out_dir)
     datasets = sorted(set(datasets))
@@ -215,8 +286,10 @@ def metrics(rows: Sequence[Row], radii: Sequence[float]) -> dict:
             "clean_accuracy": round(row.clean_accuracy, 6),
             "abstention_rate": round(row.abstention_rate, 6),
             "acr": round(row.acr, 6),
-            "certified_accuracy": {_radius_label(r): round(float(a), 6)
-                                   for r, a in zip(radii, row.accuracy, strict=True)},
+            "certified_accuracy": {
+                _radius_label(r): round(float(a), 6)
+                for r, a in zip(radii, row.accuracy, strict=True)
+            },
         }
         for row in rows
     }
@@ -228,8 +301,16 @@ def curve_rows(runs: Sequence[Certificates], grids: dict[str, np.ndarray]):
         grid = grids[run.dataset]
         for bound in run.radii:
             for r, a in zip(grid, run.accuracy(bound, grid), strict=True):
-                yield [run.dataset, run.model, run.noise, run.training,
-                       "" if run.sigma is None else f"{run.sigma:g}", bound, f"{r:g}", f"{a:.6g}"]
+                yield [
+                    run.dataset,
+                    run.model,
+                    run.noise,
+                    run.training,
+                    "" if run.sigma is None else f"{run.sigma:g}",
+                    bound,
+                    f"{r:g}",
+                    f"{a:.6g}",
+                ]
 
 
 def bound_plot_csv(runs: Sequence[Certificates], bound: str, grid: np.ndarray) -> str:
@@ -241,10 +322,15 @@ def bound_plot_csv(runs: Sequence[Certificates], bound: str, grid: np.ndarray) -
     return to_csv(header, rows)
 
 
-def build_report(paths: Sequence[str | Path], out_dir: str | Path,
-                 radii: Sequence[float] = DEFAULT_RADII, metrics_path: str | Path | None = None,
-                 fig6_sigma: float = 0.5, dataset: str | None = None,
-                 label: str | None = None) -> list[Path]:
+def build_report(
+    paths: Sequence[str | Path],
+    out_dir: str | Path,
+    radii: Sequence[float] = DEFAULT_RADII,
+    metrics_path: str | Path | None = None,
+    fig6_sigma: float = 0.5,
+    dataset: str | None = None,
+    label: str | None = None,
+) -> list[Path]:
     """Tables, figures, plot data, captions and metrics from certify files; returns paths.
 
     `dataset` and `label` name Cohen et al.'s six-column files (see `l1cert.analysis`).
@@ -288,8 +374,9 @@ def _staging(out: Path):
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def _render(runs: list[Certificates], radii: list[float], fig6_sigma: float,
-            out: Path) -> list[str]:
+def _render(
+    runs: list[Certificates], radii: list[float], fig6_sigma: float, out: Path
+) -> list[str]:
     """Write every table, plot, figure and caption under `out`; return their relative paths."""
     from l1cert import figures  # matplotlib only when figures are drawn
 
@@ -307,8 +394,10 @@ def _render(runs: list[Certificates], radii: list[float], fig6_sigma: float,
     caption = captions(runs, radii, fig6_sigma)
     write("tables/certified-accuracy.csv", to_csv(header, machine))
     write("tables/certified-accuracy.md", to_markdown(header, display))
-    write("tables/certified-accuracy.tex",
-          to_latex(header, display, caption["certified-accuracy"], "tab:certified-accuracy"))
+    write(
+        "tables/certified-accuracy.tex",
+        to_latex(header, display, caption["certified-accuracy"], "tab:certified-accuracy"),
+    )
 
     envs = envelopes(runs, radii)
     m_header, m_rows, d_header, d_rows = envelope_table(envs, radii)
@@ -317,9 +406,22 @@ def _render(runs: list[Certificates], radii: list[float], fig6_sigma: float,
     write("tables/envelope.tex", to_latex(d_header, d_rows, caption["envelope"], "tab:envelope"))
 
     grids = {d: radius_grid([r for r in runs if r.dataset == d]) for d in datasets}
-    write("plots/certified-accuracy.csv", to_csv(
-        ["dataset", "model", "noise", "training", "sigma", "bound", "radius",
-         "certified_accuracy"], list(curve_rows(runs, grids))))
+    write(
+        "plots/certified-accuracy.csv",
+        to_csv(
+            [
+                "dataset",
+                "model",
+                "noise",
+                "training",
+                "sigma",
+                "bound",
+                "radius",
+                "certified_accuracy",
+            ],
+            list(curve_rows(runs, grids)),
+        ),
+    )
     for dataset in datasets:
         mine = [r for r in runs if r.dataset == dataset]
         for bound in all_bounds():
@@ -333,12 +435,15 @@ def _render(runs: list[Certificates], radii: list[float], fig6_sigma: float,
         mine = [r for r in runs if r.dataset == dataset]
         grid = grids[dataset]
         title = f"{dataset} ({settings_text(mine)})"
-        figure_files[f"{dataset}-certified-accuracy"] = (
-            lambda stem, m=mine, g=grid, t=title: figures.accuracy_per_sigma(stem, m, g, t))
-        figure_files[f"{dataset}-comparison"] = (
-            lambda stem, m=mine, g=grid, t=title: figures.bound_comparison_per_sigma(stem, m, g, t))
-        figure_files[f"{dataset}-envelope"] = (
-            lambda stem, m=mine, g=grid, t=title: figures.envelope(stem, m, g, t))
+        figure_files[f"{dataset}-certified-accuracy"] = lambda stem, m=mine, g=grid, t=title: (
+            figures.accuracy_per_sigma(stem, m, g, t)
+        )
+        figure_files[f"{dataset}-comparison"] = lambda stem, m=mine, g=grid, t=title: (
+            figures.bound_comparison_per_sigma(stem, m, g, t)
+        )
+        figure_files[f"{dataset}-envelope"] = lambda stem, m=mine, g=grid, t=title: (
+            figures.envelope(stem, m, g, t)
+        )
     (out / "figures").mkdir(exist_ok=True)
     for name, draw in figure_files.items():
         for path in draw(out / "figures" / name):

@@ -291,8 +291,12 @@ def warn_if_slow(smooth: Smooth, x: torch.Tensor, draws: int, batch: int) -> Non
     rate = (size + 1) / max(time.perf_counter() - start, 1e-9)
     days = draws / rate / 86400
     if days > 1:
-        print(f"l1cert: warning: {draws} draws per point at about {rate:.0f} draws/s take "
-              f"{days:.0f} days per point", file=sys.stderr, flush=True)
+        print(
+            f"l1cert: warning: {draws} draws per point at about {rate:.0f} draws/s take "
+            f"{days:.0f} days per point",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def row_values(idx: int, label: int, cert: Certificate, elapsed: float, settings: dict) -> dict:
@@ -422,8 +426,11 @@ def _publish(partial: Path, out: Path, settings: dict, rows: int) -> None:
     pair onto `out`."""
     table = fmt.read_rows(partial, settings["num_classes"])
     with atomic_path(partial) as tmp:
-        tmp.write_text("\t".join(table.header) + "\n"
-                       + "".join(line + "\n" for _, line in sorted(table.lines().items())))
+        tmp.write_text(
+            "\t".join(table.header)
+            + "\n"
+            + "".join(line + "\n" for _, line in sorted(table.lines().items()))
+        )
     fmt.write_sidecar(partial, fmt.seal(partial, settings, rows))
     out.parent.mkdir(parents=True, exist_ok=True)
     os.replace(fmt.sidecar_path(partial), fmt.sidecar_path(out))

@@ -132,11 +132,17 @@ class Smooth:
                 while len(active) < in_flight and (point := next(queue, None)) is not None:
                     key, x, generator = point
                     if buffer is None:
-                        buffer = torch.empty((batch_size, *x.shape), device=f.device,
-                                             memory_format=self._memory_format(x))
+                        buffer = torch.empty(
+                            (batch_size, *x.shape),
+                            device=f.device,
+                            memory_format=self._memory_format(x),
+                        )
                         scratch = torch.empty_like(buffer)
-                    active.append(_Flight(key, self._as_batch(x, f), generator, n0,
-                                          batch_size, self.num_classes))
+                    active.append(
+                        _Flight(
+                            key, self._as_batch(x, f), generator, n0, batch_size, self.num_classes
+                        )
+                    )
                 if not active:
                     return
                 self._vote(f, active, buffer, scratch)
@@ -152,18 +158,23 @@ class Smooth:
         for flight in active:
             while flight.pieces and used + flight.pieces[0] <= len(buffer):
                 size = flight.pieces.popleft()
-                noisy = self.noise.perturb_(buffer[used : used + size], flight.x,
-                                            flight.generator, scratch[used : used + size])
+                noisy = self.noise.perturb_(
+                    buffer[used : used + size],
+                    flight.x,
+                    flight.generator,
+                    scratch[used : used + size],
+                )
                 plan.append((flight, noisy))
                 used += size
         labels = f(buffer[:used])
-        owner = torch.repeat_interleave(torch.arange(len(plan), device=labels.device),
-                                        torch.tensor([len(noisy) for _, noisy in plan],
-                                                     device=labels.device))
-        votes = torch.bincount(owner * self.num_classes + labels,
-                               minlength=len(plan) * self.num_classes)
-        for (flight, _), counts in zip(plan, votes.view(len(plan), -1).cpu().numpy(),
-                                       strict=True):
+        owner = torch.repeat_interleave(
+            torch.arange(len(plan), device=labels.device),
+            torch.tensor([len(noisy) for _, noisy in plan], device=labels.device),
+        )
+        votes = torch.bincount(
+            owner * self.num_classes + labels, minlength=len(plan) * self.num_classes
+        )
+        for (flight, _), counts in zip(plan, votes.view(len(plan), -1).cpu().numpy(), strict=True):
             flight.counts += counts
 
     def _next_round(self, flight: _Flight, looks, alpha, grid) -> Certificate | None:
@@ -174,8 +185,17 @@ class Smooth:
         else:
             count_a = flight.counts[flight.c_hat]
             count_b = _runner_up(flight.counts, flight.c_hat)
-            b, stop = sequential.step(count_a, count_b, flight.look, looks, alpha,
-                                      self.num_classes, self.noise.name, self.noise.scale, grid)
+            b, stop = sequential.step(
+                count_a,
+                count_b,
+                flight.look,
+                looks,
+                alpha,
+                self.num_classes,
+                self.noise.name,
+                self.noise.scale,
+                grid,
+            )
             if stop:
                 return self._certificate(flight.c_hat, flight.counts, b, looks[flight.look])
             flight.look += 1
@@ -184,11 +204,20 @@ class Smooth:
         return None
 
     def _certificate(self, c_hat: int, counts: np.ndarray, b, n: int) -> Certificate:
-        radii = {k: float(v) for k, v in sequential.radii(b, self.noise.name,
-                                                          self.noise.scale).items()}
+        radii = {
+            k: float(v) for k, v in sequential.radii(b, self.noise.name, self.noise.scale).items()
+        }
         prediction = c_hat if float(b.pa_lower) > 0.5 else ABSTAIN
-        return Certificate(prediction, int(counts[c_hat]), float(b.pa_lower), radii,
-                           _runner_up(counts, c_hat), float(b.pb_upper), c_hat, n)
+        return Certificate(
+            prediction,
+            int(counts[c_hat]),
+            float(b.pa_lower),
+            radii,
+            _runner_up(counts, c_hat),
+            float(b.pb_upper),
+            c_hat,
+            n,
+        )
 
     def _as_batch(self, x: torch.Tensor, f) -> torch.Tensor:
         """x as a batch of one on the device in the buffer's layout (it broadcasts cheaply)."""

@@ -87,8 +87,13 @@ def train(
     # A last batch of one example would break batch norm in training mode.
     drop_last = len(train_set) % config.batch_size == 1
     loader = DataLoader(
-        train_set, config.batch_size, shuffle=True, generator=loader_rng, num_workers=workers,
-        drop_last=drop_last, pin_memory=device.type == "cuda",
+        train_set,
+        config.batch_size,
+        shuffle=True,
+        generator=loader_rng,
+        num_workers=workers,
+        drop_last=drop_last,
+        pin_memory=device.type == "cuda",
     )
     noise_rng = torch.Generator(device=device)
     for epoch in range(start, config.epochs):
@@ -150,8 +155,13 @@ def _train_epoch(model, loader, optimizer, noise, noise_rng, config, epoch, devi
     lr = optimizer.param_groups[0]["lr"]
     total_loss = correct = count = 0
     started = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs} {config.training}", leave=False,
-               file=sys.stderr, unit="batch")
+    bar = tqdm(
+        loader,
+        desc=f"epoch {epoch + 1}/{config.epochs} {config.training}",
+        leave=False,
+        file=sys.stderr,
+        unit="batch",
+    )
     for x, y in bar:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         type2 = t2 if config.training == "type2" else None
