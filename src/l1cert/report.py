@@ -36,6 +36,9 @@ from l1cert.analysis import (
 from l1cert.names import DEFAULT_RADII
 from l1cert.utils import L1CertError, umask
 
+# What names one curve (a model under one bound) in the tables and plot data.
+CURVE_IDENTITY = ("dataset", "model", "noise", "training", "sigma", "bound")
+
 # --- tables -------------------------------------------------------------------------------
 
 
@@ -51,18 +54,8 @@ def _sigma_text(run: Certificates | None) -> str:
 
 def accuracy_table(rows: Sequence[Row], radii: Sequence[float]):
     """(header, machine rows, display rows); display shows percentages."""
-    header = [
-        "dataset",
-        "model",
-        "noise",
-        "training",
-        "sigma",
-        "bound",
-        "points",
-        "clean_accuracy",
-        "abstention_rate",
-        "acr",
-    ] + [f"r={_radius_label(r)}" for r in radii]
+    header = [*CURVE_IDENTITY, "points", "clean_accuracy", "abstention_rate", "acr"]
+    header += [f"r={_radius_label(r)}" for r in radii]
     machine, display = [], []
     for row in rows:
         run = row.run
@@ -408,19 +401,7 @@ def _render(
     grids = {d: radius_grid([r for r in runs if r.dataset == d]) for d in datasets}
     write(
         "plots/certified-accuracy.csv",
-        to_csv(
-            [
-                "dataset",
-                "model",
-                "noise",
-                "training",
-                "sigma",
-                "bound",
-                "radius",
-                "certified_accuracy",
-            ],
-            list(curve_rows(runs, grids)),
-        ),
+        to_csv([*CURVE_IDENTITY, "radius", "certified_accuracy"], list(curve_rows(runs, grids))),
     )
     for dataset in datasets:
         mine = [r for r in runs if r.dataset == dataset]

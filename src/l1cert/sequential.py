@@ -31,7 +31,7 @@ from l1cert.utils import L1CertError
 
 FIRST_LOOK = 100  # estimation draws of the first round; each later round doubles the total
 LAST_SHARE = 0.9  # of alpha, kept for the last look (see the module docstring)
-UPPER_ALPHA = 0.05  # per point: chance that a wrong upper end stops it early (measured)
+UPPER_ALPHA = 0.2  # per point: chance that a wrong upper end stops it early (measured: see README)
 
 
 def looks(cap: int, first: int = FIRST_LOOK, growth: float = 2.0) -> list[int]:
