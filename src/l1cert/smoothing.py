@@ -146,11 +146,10 @@ class Smooth:
                 if not active:
                     return
                 self._vote(f, active, buffer, scratch)
-                for flight in [a for a in active if not a.pieces]:
-                    certificate = self._next_round(flight, looks, alpha, grid)
-                    if certificate is not None:
-                        active.remove(flight)
-                        yield flight.key, certificate
+                finished = [a for a in active if not a.pieces]
+                for flight, certificate in self._next_rounds(finished, looks, alpha, grid):
+                    active.remove(flight)
+                    yield flight.key, certificate
 
     def _vote(self, f, active: list[_Flight], buffer, scratch) -> None:
         """One forward batch of whole pieces from the points in flight; count their votes."""
@@ -177,31 +176,34 @@ class Smooth:
         for (flight, _), counts in zip(plan, votes.view(len(plan), -1).cpu().numpy(), strict=True):
             flight.counts += counts
 
-    def _next_round(self, flight: _Flight, looks, alpha, grid) -> Certificate | None:
-        """After a finished round: pick ĉA, or stop with a certificate, or plan the next look."""
-        if flight.c_hat is None:  # the selection round: its draws never enter the estimate
-            flight.c_hat = int(flight.counts.argmax())
-            flight.counts[:] = 0
-        else:
-            count_a = flight.counts[flight.c_hat]
-            count_b = _runner_up(flight.counts, flight.c_hat)
-            b, stop = sequential.step(
-                count_a,
-                count_b,
-                flight.look,
-                looks,
-                alpha,
-                self.num_classes,
-                self.noise.name,
-                self.noise.scale,
-                grid,
-            )
-            if stop:
-                return self._certificate(flight.c_hat, flight.counts, b, looks[flight.look])
-            flight.look += 1
-        done = looks[flight.look - 1] if flight.look else 0
-        flight.schedule(looks[flight.look] - done)
-        return None
+    def _next_rounds(self, flights: list[_Flight], looks, alpha, grid):
+        """After their rounds: pick ĉA, or stop with a certificate, or plan the next look.
+
+        The points that finished an estimation round are decided together (one vectorised
+        `sequential.step`); yields (flight, certificate) for those that stop.
+        """
+        estimating = [flight for flight in flights if flight.c_hat is not None]
+        for flight in flights:
+            if flight.c_hat is None:  # the selection round: its draws never enter the estimate
+                flight.c_hat = int(flight.counts.argmax())
+                flight.counts[:] = 0
+                flight.schedule(looks[0])
+        if not estimating:
+            return
+        count_a = np.array([f.counts[f.c_hat] for f in estimating])
+        count_b = np.array([_runner_up(f.counts, f.c_hat) for f in estimating])
+        look = np.array([f.look for f in estimating])
+        name, scale = self.noise.name, self.noise.scale
+        b, stop = sequential.step(
+            count_a, count_b, look, looks, alpha, self.num_classes, name, scale, grid
+        )
+        for i, flight in enumerate(estimating):
+            if stop[i]:
+                point = sequential.Bounds(*(np.broadcast_to(v, stop.shape)[i] for v in b))
+                yield flight, self._certificate(flight.c_hat, flight.counts, point, looks[look[i]])
+            else:
+                flight.look += 1
+                flight.schedule(looks[flight.look] - looks[flight.look - 1])
 
     def _certificate(self, c_hat: int, counts: np.ndarray, b, n: int) -> Certificate:
         radii = {
