@@ -271,14 +271,18 @@ def test_radius_prints_every_bound_of_the_noise():
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill(checkpoint, tmp_path):
-    """Kill a real `l1cert certify` mid-run, tear its last line, restart: same table as one run."""
+@pytest.mark.parametrize("sampling", ["fixed", "sequential"])
+def test_resume_after_sigkill(checkpoint, tmp_path, sampling):
+    """Kill a real `l1cert certify` mid-run (sequential: mid-round for the points in flight),
+    tear its last line, restart: the same table as one uninterrupted run."""
     out = tmp_path / "killed.tsv"
     partial = partial_path(out)
+    radii = {"fixed": {}, "sequential": {"radii": [0, 0.1, 0.25]}}[sampling]
     args = [
         sys.executable, "-m", "l1cert.cli", "certify", "--model", str(checkpoint),
         "--n0", "50", "--n", "10000", "--batch", "1000", "--seed", "3", "--max", "30",
-        "--threads", "1", "--out", str(out),
+        "--threads", "1", "--sampling", sampling, "--out", str(out),
+        *(["--radii", "0,0.1,0.25"] if radii else []),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)
@@ -298,8 +302,8 @@ def test_resume_after_sigkill(checkpoint, tmp_path):
     resumed = read_table(out)
     assert [int(r["idx"]) for r in resumed] == list(range(30))  # none lost, none twice
     reference = certify_to_tsv(
-        checkpoint, tmp_path / "reference.tsv",
-        **{**FAST, "n0": 50, "n": 10000, "batch": 1000, "max_points": 30},
+        checkpoint, tmp_path / "reference.tsv", sampling=sampling,
+        **{**FAST, "n0": 50, "n": 10000, "batch": 1000, "max_points": 30, **radii},
     )  # fmt: skip
     assert without_time(resumed) == without_time(read_table(reference))
 

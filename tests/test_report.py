@@ -397,3 +397,13 @@ def test_a_report_killed_before_leaves_no_staging_behind(tmp_path):
     assert result.exit_code == 0, result.output
     assert not stale.exists() and not list(out.glob(".report-staging-*"))
     assert (out / "tables" / "certified-accuracy.csv").read_text().startswith("dataset,")
+
+
+def test_a_fixed_and_a_sequential_run_of_one_model_are_not_mixed(tmp_path):
+    fixed = synthetic_file(tmp_path / "a" / "digits" / "laplace-type1-s0.5.tsv", "laplace", 0.5)
+    sequential = tmp_path / "b" / "digits" / "laplace-type1-s0.5.tsv"
+    rows = [{"idx": 0, "label": 3, "predict": 3, "correct": 1, "radius_teng": 0.3,
+             "radius_lecuyer": 0.2, "radius_teng_multiclass": 0.3}]  # fmt: skip
+    write_certify_file(sequential, "laplace", 0.5, rows, sampling="sequential", radii=[0, 0.25])
+    with pytest.raises(L1CertError, match="a sequential and a fixed run .* report them separately"):
+        read_all([fixed, sequential])
