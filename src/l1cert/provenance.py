@@ -28,7 +28,11 @@ def module_file(module: str) -> Path:
 def _imports(path: Path, top_level_only: bool) -> set[str]:
     """The l1cert modules a file imports (anywhere in it, or at module level only)."""
     tree = ast.parse(path.read_text())
-    nodes = tree.body if top_level_only else ast.walk(tree)
+    return _imported(tree.body if top_level_only else ast.walk(tree))
+
+
+def _imported(nodes) -> set[str]:
+    """The l1cert modules that these AST nodes import."""
     found = set()
     for node in nodes:
         if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "l1cert":
@@ -72,18 +76,11 @@ def command_closure(command: str) -> tuple[str, ...]:
     )
     if function is None:
         raise KeyError(f"l1cert has no command {command!r}")
-    entry = {"l1cert.cli"} | _imports(cli, top_level_only=True)
-    entry |= {
-        n.module for n in ast.walk(function) if isinstance(n, ast.ImportFrom) and n.module
-    } & {m for m in _all_modules()}
+    entry = {"l1cert.cli"} | _imports(cli, top_level_only=True) | _imported(ast.walk(function))
     modules = set()
     for name in entry:
         modules.update(import_closure(name) if name != "l1cert.cli" else (name,))
     return tuple(sorted(modules))
-
-
-def _all_modules() -> list[str]:
-    return [f"l1cert.{p.stem}" for p in PACKAGE_DIR.glob("*.py") if p.stem != "__init__"]
 
 
 def code_digest(module: str) -> dict:
