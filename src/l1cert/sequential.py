@@ -100,8 +100,10 @@ def bounds(
     α/(2(K − 1)), per look; p̄B is capped at 1 − p̲A.
 
     The optimistic ends bound what going on could still give: with `project`, they are the
-    bounds the cap would give if the counts there matched p̄A and p_B (a point whose p_A is
+    bounds the cap would give if its vote shares reached p̄A and p_B (a point whose p_A is
     below a threshold by less than the cap's own margin cannot cross it by drawing more).
+    Those shares are predictions of the cap's (`_share_at_cap`): the votes seen are fixed,
+    only the draws still to come vary.
     """
     look = np.asarray(look)
     n, cap, num_looks = np.asarray(looks_)[look], looks_[-1], len(looks_)
@@ -109,7 +111,12 @@ def bounds(
     a, u = alphas[look], upper_alpha / max(num_looks - 1, 1)
     pa_lower = lower_confidence_bound(count_a, n, a)
     pa_upper = upper_confidence_bound(count_a, n, u)
-    pb_lower = lower_confidence_bound(count_b, n, u) if num_classes > 2 else 1.0 - pa_upper
+    pb_lower = lower_confidence_bound(count_b, n, u)
+    if project:
+        pa_upper = _share_at_cap(count_a, pa_upper, n, cap)
+        pb_lower = _share_at_cap(count_b, pb_lower, n, cap)
+    if num_classes <= 2:
+        pb_lower = 1.0 - pa_upper
     pa_upper_joint = pa_upper
     if project:
         pa_upper_joint, pb_lower = _lower_ends_at_cap(
@@ -120,6 +127,14 @@ def bounds(
         return Bounds(pa_lower, pa_lower, 1.0 - pa_lower, pa_upper, pa_upper_joint, pb_lower)
     pa_joint, pb_upper = _joint(count_a, count_b, n, a, num_classes)
     return Bounds(pa_lower, pa_joint, pb_upper, pa_upper, pa_upper_joint, pb_lower)
+
+
+def _share_at_cap(count, end, n, cap):
+    """The end of a confidence interval for a vote share after n draws, carried to the share at
+    the cap: of its cap draws the n seen are fixed, so the spread of the cap's share around
+    count/n is √((cap − n)/cap) times that of the share seen (Var = p(1 − p)(cap − n)/(n·cap))."""
+    share = np.asarray(count) / n
+    return share + (end - share) * np.sqrt((cap - n) / cap)
 
 
 def _joint(count_a, count_b, n, a, num_classes):
