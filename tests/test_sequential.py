@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from l1cert import certificates, sequential
+from l1cert.stats import lower_confidence_bound
 from l1cert.utils import L1CertError
 
 GRID = [0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
@@ -104,6 +105,25 @@ def test_theorem_1_certifies_below_one_half_and_decides_there():
     assert np.mean(stop < last) > 0.9
     multi = sequential.bucket("teng_multiclass", "laplace", SCALE, b.pa_joint, b.pb_upper, GRID)
     assert np.mean(multi == 1) > 0.9
+
+
+def test_optimistic_ends_predict_the_cap_from_the_votes_seen():
+    looks, last = sequential.looks(100_000), 10
+    shares = np.array([0.7, 0.2])  # of ĉA and the runner-up, seen at every look
+
+    def at(look, **levels):
+        count_a, count_b = shares * looks[look]
+        return sequential.bounds(count_a, count_b, look, looks, 0.001, 10, **levels)
+
+    # at the cap nothing is left to draw: the optimistic ends are the cap's own bounds
+    cap = at(last)
+    assert cap.pa_upper == pytest.approx(cap.pa_lower)
+    assert (cap.pa_upper_joint, cap.pb_lower) == pytest.approx((cap.pa_joint, cap.pb_upper))
+    # before it only the draws still to come move the share: the end lies between the cap's
+    # bound at the share seen and that at the plain upper bound
+    b, plain = at(6), at(6, project=False)  # after 6 400 draws
+    plain_at_cap = lower_confidence_bound(looks[last] * plain.pa_upper, looks[last], 0.0009)
+    assert cap.pa_lower < b.pa_upper < plain_at_cap
 
 
 def test_easy_points_stop_early_and_keep_the_fixed_n_bucket():
