@@ -26,6 +26,8 @@ overall, σ = 0.12, σ = 1.0, Laplace σ = 0.12, Laplace σ = 1.0; worst table c
   mixture CS alone 2.46 and loses the Laplace σ = 0.12 r = 0.75 column.)
 The synthetic mix puts ~45 % of σ = 1 points uniformly in p_A ∈ (0.45, 0.97), where 24
 thresholds (3 Laplace bounds × 8 radii) lie close together: real models' ratios will differ.
+These numbers predate carrying the optimistic ends to the cap's share (`_share_at_cap`);
+`benchmarks/sequential_replay.py` measures the rule as it is on the real models' points.
 """
 
 from __future__ import annotations

@@ -6,12 +6,15 @@ bounds hold at every look at once with probability ≥ 1 − alpha, and therefor
 time. Most of alpha is kept for the last look (`last_share`), where n = cap: there the bound loses
 almost nothing against fixed-n CERTIFY, so a bucket that only the cap reaches (the Laplace top
 bucket at σ = 0.12) is kept. `benchmarks/sequential_simulation.py` measured this against a
-mixture confidence sequence and other splits.
+mixture confidence sequence and other splits; `benchmarks/sequential_replay.py` replays this
+rule and its variants on the default experiment's own points.
 
 The upper ends (p̄A, and a lower bound p_B of the runner-up) only decide when to stop, never
 what is certified: if one is wrong, a point stops early with a still valid, smaller certificate.
 They use their own level `upper_alpha` (spread over all looks but the last, where the point stops
-anyway), which sets how often that can happen and so how far the table may drift.
+anyway), which sets how often that can happen and so how far the table may drift. They are
+carried to the cap: what matters is the bucket the cap could still reach, and of the cap's draws
+those seen are already fixed.
 
 A point stops when, for every bound of its noise, the radius from the lower ends and the radius
 from the upper ends fall in the same bucket of the report grid (below R_1, abstain included, is a
@@ -31,8 +34,9 @@ from l1cert.utils import L1CertError
 
 FIRST_LOOK = 100  # estimation draws of the first round; each later round doubles the total
 LAST_SHARE = 0.9  # of alpha, kept for the last look (see the module docstring)
-# Per point: the chance that a wrong upper end stops it early. Simulated on the digits models'
-# own p, 0.2 needed 8 % fewer draws than 0.05 with the table still within a point.
+# Per point: the chance that a wrong upper end stops it early. Replayed on the digits models'
+# own points (benchmarks/sequential_replay.py), 0.3 saves 2 % more draws than 0.2 and 1.0 about
+# 13 %, but then moves table cells by up to 1.67 points: 0.2 keeps every cell within one point.
 UPPER_ALPHA = 0.2
 
 
