@@ -108,6 +108,8 @@ def replay(counts: dict, runs: int, looks: list[int]) -> dict:
 def show(label: str, result: dict) -> None:
     def ratio(pick) -> float:
         keys = [k for k in result if pick(k)]
+        if not keys:  # a subset of the models (--models)
+            return float("nan")
         return sum(result[k][0] for k in keys) / sum(result[k][1] for k in keys)
 
     top = {n: ratio(lambda k, n=n: k.startswith(n) and k.endswith("s1.0"))
