@@ -28,6 +28,7 @@ from l1cert.shards import certify_to_tsv
 from l1cert.utils import parse_radii
 
 ROOT = Path(__file__).resolve().parents[1]
+ALPHA = 0.001
 
 
 def certify(model: Path, out: Path, sampling: str, radii, skip: int, n: int, repeat: int):
@@ -38,7 +39,7 @@ def certify(model: Path, out: Path, sampling: str, radii, skip: int, n: int, rep
     for i in range(repeat):
         start = time.perf_counter()
         path = out.with_name(f"{out.stem}-{i}{out.suffix}")
-        certify_to_tsv(model, path, n0=100, n=n, alpha=0.001, batch=1000, seed=0, skip=skip,
+        certify_to_tsv(model, path, n0=100, n=n, alpha=ALPHA, batch=1000, seed=0, skip=skip,
                        sampling=sampling, progress=False, **extra)  # fmt: skip
         times.append(time.perf_counter() - start)
     return read_certificates(path), min(times)
@@ -52,7 +53,7 @@ def reach_at_cap(seq, radii, n: int) -> np.ndarray:
     from l1cert.stats import lower_confidence_bound
 
     looks = sequential.looks(n)
-    alphas = sequential.look_alphas(0.001, len(looks))
+    alphas = sequential.look_alphas(ALPHA, len(looks))
     scale = make_noise(seq.noise, seq.sigma).scale
     grid = np.asarray(radii)
     best = [lower_confidence_bound(m, m, a) for m, a in zip(looks[-2:], alphas[-2:], strict=True)]
@@ -88,7 +89,7 @@ def main() -> None:
 
     print(
         f"digits, every {args.skip}-th test point, n0 = 100, n = {args.n:,} (fixed; the cap "
-        f"of sequential), alpha = 0.001, {args.threads} threads, radii {radii}; wall time: "
+        f"of sequential), alpha = {ALPHA}, {args.threads} threads, radii {radii}; wall time: "
         f"the shortest of {args.repeat} run(s)"
     )
     print(

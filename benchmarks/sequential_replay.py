@@ -124,21 +124,9 @@ def show(label: str, result: dict) -> None:
     )
 
 
-def only_primary_bound(b, noise, scale, grid):
-    first = make_noise(noise, 1.0).bounds[0]
-    low = sequential.bucket(first, noise, scale, *sequential._lower_ends(first, b), grid)
-    high = sequential.bucket(first, noise, scale, *sequential._upper_ends(first, b), grid)
-    return low == high
-
-
-def full_alpha_at_every_look(alpha, num_looks, last_share=None):
-    return np.full(num_looks, alpha)
-
-
-@contextlib.contextmanager
-def both(first, second):
-    with first, second:
-        yield
+def with_levels(**levels):
+    """A patch that runs `sequential.bounds` at other levels (upper_alpha, last_share)."""
+    return mock.patch.object(sequential, "bounds", functools.partial(sequential.bounds, **levels))
 
 
 def main() -> None:
@@ -150,32 +138,32 @@ def main() -> None:
     args = parser.parse_args()
     counts = vote_counts(args.models, args.skip, args.cache)
     looks = sequential.looks(CAP)
-    levels = functools.partial
-    rules = [
-        ("this rule: CP, 0.9α at the cap, upper 0.2, predicted", None, looks),
-        ("  projection of the plain upper bound (before)",
-         mock.patch.object(sequential, "_share_at_cap", lambda c, end, n, cap: end), looks),
-        ("  upper 0.3", mock.patch.object(sequential, "bounds",
-                                          levels(sequential.bounds, upper_alpha=0.3)), looks),
-        ("  upper 1.0", mock.patch.object(sequential, "bounds",
-                                          levels(sequential.bounds, upper_alpha=1.0)), looks),
-        ("  0.8α at the cap", mock.patch.object(sequential, "bounds",
-                                                levels(sequential.bounds, last_share=0.8)), looks),
-        ("  looks growing 1.5×", None, sequential.looks(CAP, growth=1.5)),
-        ("  stop on the primary bound only (Laplace: teng)",
-         mock.patch.object(sequential, "decided", only_primary_bound), looks),
-        ("not valid: full α at every look", mock.patch.object(
-            sequential, "look_alphas", full_alpha_at_every_look), looks),
-        ("not valid: full α at every look, upper 1.0", both(
-            mock.patch.object(sequential, "look_alphas", full_alpha_at_every_look),
-            mock.patch.object(sequential, "bounds", levels(sequential.bounds, upper_alpha=1.0))),
-         looks),
+    plain_upper = mock.patch.object(sequential, "_share_at_cap", lambda c, end, n, cap: end)
+    primary_only = mock.patch.object(
+        sequential, "_bound_names", lambda noise: make_noise(noise, 1.0).bounds[:1]
+    )
+    full_alpha = mock.patch.object(
+        sequential, "look_alphas", lambda alpha, num_looks, *_: np.full(num_looks, alpha)
+    )
+    rules = [  # label, patches, looks
+        ("this rule: CP, 0.9α at the cap, upper 0.2, predicted", [], looks),
+        ("  projection of the plain upper bound (before)", [plain_upper], looks),
+        ("  upper 0.3", [with_levels(upper_alpha=0.3)], looks),
+        ("  upper 1.0", [with_levels(upper_alpha=1.0)], looks),
+        ("  0.8α at the cap", [with_levels(last_share=0.8)], looks),
+        ("  looks growing 1.5×", [], sequential.looks(CAP, growth=1.5)),
+        ("  stop on the primary bound only (Laplace: teng)", [primary_only], looks),
+        ("not valid: full α at every look", [full_alpha], looks),
+        ("not valid: full α at every look, upper 1.0",
+         [full_alpha, with_levels(upper_alpha=1.0)], looks),
     ]  # fmt: skip
     print(f"{len(counts)} models, {args.runs} streams each, n0 = {N0}, cap {CAP:,}, α = {ALPHA}")
     print(f"{'rule':<52}{'all':>6}{'σ=1':>7}{'G@1':>6}{'L@1':>6}{'U@1':>6}{'worst':>11}"
           f"{'moved':>7}")  # fmt: skip
-    for label, patch, looks_ in rules:
-        with patch or contextlib.nullcontext():
+    for label, patches, looks_ in rules:
+        with contextlib.ExitStack() as stack:
+            for patch in patches:
+                stack.enter_context(patch)
             show(label, replay(counts, args.runs, looks_))
 
 

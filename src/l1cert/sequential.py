@@ -115,18 +115,15 @@ def bounds(
     a, u = alphas[look], upper_alpha / max(num_looks - 1, 1)
     pa_lower = lower_confidence_bound(count_a, n, a)
     pa_upper = upper_confidence_bound(count_a, n, u)
-    pb_lower = lower_confidence_bound(count_b, n, u)
-    if project:
-        pa_upper = _share_at_cap(count_a, pa_upper, n, cap)
-        pb_lower = _share_at_cap(count_b, pb_lower, n, cap)
-    if num_classes <= 2:
-        pb_lower = 1.0 - pa_upper
+    pb_lower = lower_confidence_bound(count_b, n, u) if num_classes > 2 else 1.0 - pa_upper
     pa_upper_joint = pa_upper
-    if project:
+    if project:  # with two classes the cap's p_B follows from its p_A: share_b is not used
+        share_a = _share_at_cap(count_a, pa_upper, n, cap)
+        share_b = _share_at_cap(count_b, pb_lower, n, cap)
         pa_upper_joint, pb_lower = _lower_ends_at_cap(
-            cap * pa_upper, cap * pb_lower, cap, alphas[-1], num_classes
+            cap * share_a, cap * share_b, cap, alphas[-1], num_classes
         )
-        pa_upper = lower_confidence_bound(cap * pa_upper, cap, alphas[-1])
+        pa_upper = lower_confidence_bound(cap * share_a, cap, alphas[-1])
     if num_classes <= 2:
         return Bounds(pa_lower, pa_lower, 1.0 - pa_lower, pa_upper, pa_upper_joint, pb_lower)
     pa_joint, pb_upper = _joint(count_a, count_b, n, a, num_classes)
