@@ -24,7 +24,7 @@ import yaml
 
 from l1cert import sequential
 from l1cert.analysis import read_certificates
-from l1cert.shards import certify_to_tsv
+from l1cert.certify import certify_to_tsv
 from l1cert.utils import parse_radii
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def reach_at_cap(seq, radii, n: int) -> np.ndarray:
         top = [int((certificates.radius(bound, seq.noise, scale, p, 1 - p) >= grid).sum())
                for p in best]  # fmt: skip
         if top[1] > top[0]:
-            found |= (seq.radii[bound][:, None] >= grid).sum(axis=1) == top[1]
+            found |= (seq.bound_radii[bound][:, None] >= grid).sum(axis=1) == top[1]
     return found
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+import simulation  # benchmarks/simulation.py, beside this script
 
 from l1cert import sequential
 from l1cert.noise import make_noise
@@ -48,7 +49,7 @@ def vote_counts(models: Path, skip: int, cache: Path) -> dict:
 
     from l1cert import data
     from l1cert import models as model_io
-    from l1cert.shards import point_generator, select_indices
+    from l1cert.points import point_generator, select_indices
     from l1cert.smoothing import Smooth
 
     paths = sorted(models.glob("*/model.pt"))
@@ -71,7 +72,7 @@ def vote_counts(models: Path, skip: int, cache: Path) -> dict:
     return out
 
 
-def table(b: sequential.Bounds, noise: str, scale: float, correct) -> np.ndarray:
+def table(b: sequential.Ends, noise: str, scale: float, correct) -> np.ndarray:
     """Certified test points per (bound, radius)."""
     rows = []
     for name in make_noise(noise, 1.0).bounds:
@@ -91,8 +92,8 @@ def replay(counts: dict, runs: int, looks: list[int]) -> dict:
         correct = order[:, 0] == labels
         fixed = sequential_draws = worst = moved = 0
         for run in range(runs):
-            stream = sequential.draw_counts(probs, looks, np.random.default_rng([run, m]))
-            stop, b = sequential.run(stream, looks, ALPHA, votes.shape[1], noise, scale, GRID)
+            stream = simulation.draw_counts(probs, looks, np.random.default_rng([run, m]))
+            stop, b = simulation.run(stream, looks, ALPHA, votes.shape[1], noise, scale, GRID)
             at_cap = stream[-1]
             fb = sequential.bounds(at_cap[:, 0], at_cap[:, 1:].max(-1), 0, [CAP], ALPHA,
                                    votes.shape[1])  # fmt: skip

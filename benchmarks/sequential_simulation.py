@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from unittest import mock
 
 import numpy as np
+import simulation  # benchmarks/simulation.py, beside this script
 from scipy.special import betaincc, betaln
 
 from l1cert import certificates, sequential
@@ -68,7 +69,7 @@ def synthetic_points(noise: str, sigma: float, points: int, rng) -> np.ndarray:
     return np.stack([pa, pb, np.clip(1 - pa - pb, 0, 1)], axis=-1)
 
 
-def table(b: sequential.Bounds, noise: str, scale: float) -> np.ndarray:
+def table(b: sequential.Ends, noise: str, scale: float) -> np.ndarray:
     """Certified accuracy (%) per (bound, radius), every point counted as correct."""
     names = make_noise(noise, 1.0).bounds
     rows = []
@@ -79,7 +80,7 @@ def table(b: sequential.Bounds, noise: str, scale: float) -> np.ndarray:
     return np.array(rows)
 
 
-def fixed_bounds(counts: np.ndarray) -> sequential.Bounds:
+def fixed_bounds(counts: np.ndarray) -> sequential.Ends:
     """Fixed-n CERTIFY at n = cap (as smoothing.Smooth.certify): one look holding all of α."""
     return sequential.bounds(counts[-1, :, 0], counts[-1, :, 1:].max(-1), 0, [CAP], ALPHA, CLASSES)
 
@@ -93,10 +94,10 @@ def evaluate(seeds: int, points: int, **levels) -> dict:
                 scale = make_noise(noise, sigma).scale
                 probs = synthetic_points(noise, sigma, points, rng)
                 lk = sequential.looks(CAP)
-                counts = sequential.draw_counts(probs, lk, rng)
+                counts = simulation.draw_counts(probs, lk, rng)
                 # K = 10 classes for the Bonferroni split; the classes beyond ĉA and the
                 # runner-up are lumped in the draws, which leaves count_b the runner-up's count.
-                stop, b = sequential.run(counts, lk, ALPHA, CLASSES, noise, scale, GRID, **levels)
+                stop, b = simulation.run(counts, lk, ALPHA, CLASSES, noise, scale, GRID, **levels)
                 diff = np.abs(table(b, noise, scale) - table(fixed_bounds(counts), noise, scale))
                 if diff.max() > worst:
                     i, j = np.unravel_index(diff.argmax(), diff.shape)

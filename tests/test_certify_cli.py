@@ -14,9 +14,10 @@ from click.testing import CliRunner
 from conftest import read_table, without_time
 
 from l1cert import data, models
+from l1cert.certify import certify_to_tsv
 from l1cert.certify_format import file_sha256
 from l1cert.cli import main
-from l1cert.shards import certify_to_tsv, partial_path
+from l1cert.resume import partial_path
 from l1cert.utils import L1CertError
 
 torch.set_num_threads(1)
@@ -309,7 +310,7 @@ def test_resume_after_sigkill(checkpoint, tmp_path, sampling):
 
 
 def test_a_second_writer_stops_at_once_naming_the_first(checkpoint, tmp_path):
-    from l1cert.shards import exclusive_lock
+    from l1cert.resume import exclusive_lock
 
     out = tmp_path / "run.tsv"
     with exclusive_lock(partial_path(out)):

@@ -141,7 +141,7 @@ def test_cohen_six_column_file_is_gaussian_cohen_with_sigma_from_path():
     )
     assert run.training == "unknown"
     # Correct points: radii 0.5 and 0.1 of four; the wrong one (0.3) must not count.
-    assert certified_accuracy(run.radii["cohen"], run.correct, [0, 0.2, 0.4]).tolist() == [
+    assert certified_accuracy(run.bound_radii["cohen"], run.correct, [0, 0.2, 0.4]).tolist() == [
         0.5,
         0.25,
         0.25,
@@ -269,7 +269,7 @@ def test_curves_are_non_increasing_and_envelope_dominates(tmp_path):
     grid = radius_grid(runs)
     assert grid[0] == 0 and np.all(np.diff(grid) > 0)
     for run in runs:
-        for radius in run.radii.values():
+        for radius in run.bound_radii.values():
             curve = certified_accuracy(radius, run.correct, grid)
             assert np.all(np.diff(curve) <= 0)
             assert curve[-1] == 0  # the grid reaches past every radius
@@ -278,10 +278,10 @@ def test_curves_are_non_increasing_and_envelope_dominates(tmp_path):
     for env in envs:
         assert [m.sigma for m in env.members] == [0.25, 0.5, 1.0]
         for member in env.members:
-            curve = certified_accuracy(member.radii[env.bound], member.correct, grid)
+            curve = certified_accuracy(member.bound_radii[env.bound], member.correct, grid)
             assert np.all(env.accuracy >= curve)
         achieved = [
-            certified_accuracy(b.radii[env.bound], b.correct, [r])[0] if b else 0.0
+            certified_accuracy(b.bound_radii[env.bound], b.correct, [r])[0] if b else 0.0
             for b, r in zip(env.best, grid, strict=True)
         ]
         assert env.accuracy == pytest.approx(achieved)

@@ -1,9 +1,15 @@
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from l1cert import certificates, sequential
 from l1cert.stats import lower_confidence_bound
 from l1cert.utils import L1CertError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import simulation  # noqa: E402  (benchmarks/simulation.py: simulated counts, not library code)
 
 GRID = [0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
 SCALE = 0.5 / np.sqrt(2)  # Laplace λ at σ = 0.5
@@ -56,8 +62,8 @@ def test_inverse_radius_inverts_the_radius(noise, bound):
 def simulate(probs, cap=3200, **levels):
     looks = sequential.looks(cap)
     rng = np.random.default_rng(int(1e6 * probs[0]))
-    counts = sequential.draw_counts(np.tile(probs, (REPS, 1)), looks, rng)
-    stop, b = sequential.run(counts, looks, ALPHA, len(probs), "laplace", SCALE, GRID, **levels)
+    counts = simulation.draw_counts(np.tile(probs, (REPS, 1)), looks, rng)
+    stop, b = simulation.run(counts, looks, ALPHA, len(probs), "laplace", SCALE, GRID, **levels)
     return looks, counts, stop, b
 
 

@@ -43,12 +43,12 @@ def test_certify_half_space_under_laplace():
     assert cert.pa_lower == pytest.approx(float(lower_confidence_bound(cert.count, 20_000, 0.001)))
     assert cert.pa_lower < p  # sound
     assert 0.8 * exact_radius < cert.radius < exact_radius  # and close to tight
-    assert cert.radius == cert.radii["teng"]
-    assert cert.radii["lecuyer"] < cert.radii["teng"]
+    assert cert.radius == cert.bound_radii["teng"]
+    assert cert.bound_radii["lecuyer"] < cert.bound_radii["teng"]
     assert cert.count_b == 20_000 - cert.count  # binary: the runner-up takes the rest
     # two classes: p̄B = 1 − p̲A at the full level (no split), so Theorem 1 is Theorem 2
     assert cert.pb_upper == pytest.approx(1 - cert.pa_lower)
-    assert cert.radii["teng_multiclass"] == pytest.approx(cert.radii["teng"], rel=1e-9)
+    assert cert.bound_radii["teng_multiclass"] == pytest.approx(cert.bound_radii["teng"], rel=1e-9)
 
 
 @pytest.mark.parametrize("noise", ["gaussian", "uniform"])
@@ -58,7 +58,7 @@ def test_certify_half_space_other_noises(noise):
     x = torch.tensor([margin, 0.0, 0.0])
     cert = smooth.certify(x, 100, 20_000, 0.001, 5000, torch.Generator().manual_seed(1))
     assert cert.prediction == 1
-    assert list(cert.radii) == list(smooth.noise.bounds)
+    assert list(cert.bound_radii) == list(smooth.noise.bounds)
     assert 0.75 * margin < cert.radius < margin  # exact radius = margin for both
 
 
@@ -66,7 +66,7 @@ def test_abstain_at_the_boundary():
     smooth = Smooth(HalfSpace(0.0), 2, "laplace", 0.5)
     cert = smooth.certify(torch.zeros(4), 100, 2000, 0.001, 500, torch.Generator().manual_seed(2))
     assert cert.prediction == ABSTAIN
-    assert set(cert.radii.values()) == {0.0}
+    assert set(cert.bound_radii.values()) == {0.0}
     gen = torch.Generator().manual_seed(3)
     assert smooth.predict(torch.zeros(4), 2000, 0.001, 500, gen) == ABSTAIN
     x = torch.tensor([1.0, 0.0, 0.0, 0.0])
@@ -137,12 +137,12 @@ def test_theorem1_certifies_where_the_primary_bound_abstains():
         torch.zeros(4), 100, 100_000, 0.001, 10_000, torch.Generator().manual_seed(1)
     )
     assert cert.prediction == ABSTAIN and cert.top_class == 0 and cert.pa_lower < 0.5
-    assert cert.radius == 0 and cert.radii["teng"] == 0 and cert.radii["lecuyer"] == 0
+    assert cert.radius == 0 and cert.bound_radii["teng"] == 0 and cert.bound_radii["lecuyer"] == 0
     exact = certificates.teng_multiclass(0.45, 0.30, smooth.noise.scale)  # 0.0717
-    assert 0.5 * exact < cert.radii["teng_multiclass"] < exact
+    assert 0.5 * exact < cert.bound_radii["teng_multiclass"] < exact
     points = [(i, torch.zeros(4), torch.Generator().manual_seed(i)) for i in range(3)]
     for _, seq in smooth.certify_sequential(points, 100, 100_000, 0.001, 10_000, [0, 0.05]):
-        assert seq.prediction == ABSTAIN and 0.05 < seq.radii["teng_multiclass"] < exact
+        assert seq.prediction == ABSTAIN and 0.05 < seq.bound_radii["teng_multiclass"] < exact
 
 
 def test_sequential_radius_is_sound_and_stops_early():

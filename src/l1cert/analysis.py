@@ -40,7 +40,7 @@ def log(message: str) -> None:
 
 
 @dataclass(frozen=True)
-class Certificates:
+class CertifiedRun:
     """One certify file: a smoothed model's predictions and its radius under each bound."""
 
     path: Path
@@ -54,7 +54,7 @@ class Certificates:
     alpha: float | None
     predict: np.ndarray
     correct: np.ndarray  # bool: the primary bound's prediction is the label
-    radii: dict[str, np.ndarray] = field(repr=False)  # bound -> radius per point
+    bound_radii: dict[str, np.ndarray] = field(repr=False)  # bound -> radius per point
     # bound -> the points it certifies with the right class, and those where it abstains:
     # `correct` and `predict == -1` but for Theorem 1, which may certify where p̲A ≤ 1/2
     hits: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
@@ -67,16 +67,16 @@ class Certificates:
 
     @property
     def bounds(self) -> tuple[str, ...]:
-        return tuple(self.radii)
+        return tuple(self.bound_radii)
 
     def accuracy(self, bound: str, radii) -> np.ndarray:
         """Certified accuracy under `bound` at each radius (Eq. 3)."""
-        return certified_accuracy(self.radii[bound], self.hits[bound], radii)
+        return certified_accuracy(self.bound_radii[bound], self.hits[bound], radii)
 
 
 def read_certificates(
     path: str | Path, dataset: str | None = None, label: str | None = None
-) -> Certificates:
+) -> CertifiedRun:
     """Read and validate one merged certify file (ours, or Cohen et al.'s six columns, which
     take their dataset and training label from the arguments or else their path)."""
     path = Path(path)
@@ -114,11 +114,11 @@ def read_certificates(
             hits[bound], abstains[bound] = (radius > 0) & (top_class == label), radius <= 0
         else:
             hits[bound], abstains[bound] = correct, predict == -1
-    return Certificates(
+    return CertifiedRun(
         path=path,
         predict=predict,
         correct=correct,
-        radii=radii,
+        bound_radii=radii,
         hits=hits,
         abstains=abstains,
         **identity,
@@ -192,7 +192,7 @@ def _cohen_identity(path: Path, dataset: str | None, label: str | None) -> dict:
 
 def read_all(
     paths: Iterable[str | Path], dataset: str | None = None, label: str | None = None
-) -> list[Certificates]:
+) -> list[CertifiedRun]:
     """Read every file, refusing two files for the same dataset and model; log each once all
     are read (an error is then the only line on stderr)."""
     runs, seen = [], {}
@@ -227,7 +227,7 @@ def training_rank(training: str) -> int:
     return TRAININGS.index(training) if training in TRAININGS else len(TRAININGS)
 
 
-def _run_order(run: Certificates):
+def _run_order(run: CertifiedRun):
     return (
         run.dataset,
         training_rank(run.training),
@@ -262,7 +262,7 @@ def average_certified_radius(radius: np.ndarray, correct: np.ndarray) -> float:
 class Row:
     """One model × bound line of the certified-accuracy table."""
 
-    run: Certificates
+    run: CertifiedRun
     bound: str
     clean_accuracy: float
     abstention_rate: float
@@ -270,7 +270,7 @@ class Row:
     accuracy: np.ndarray  # at the report radii
 
 
-def accuracy_rows(runs: Sequence[Certificates], radii: Sequence[float]) -> list[Row]:
+def accuracy_rows(runs: Sequence[CertifiedRun], radii: Sequence[float]) -> list[Row]:
     return [
         Row(
             run,
@@ -281,7 +281,7 @@ def accuracy_rows(runs: Sequence[Certificates], radii: Sequence[float]) -> list[
             accuracy=run.accuracy(bound, radii),
         )
         for run in runs
-        for bound, radius in run.radii.items()
+        for bound, radius in run.bound_radii.items()
     ]
 
 
@@ -293,13 +293,13 @@ class Envelope:
     training: str
     bound: str
     accuracy: np.ndarray
-    best: list[Certificates | None]  # the model achieving it (None where every model has 0)
-    members: list[Certificates]
+    best: list[CertifiedRun | None]  # the model achieving it (None where every model has 0)
+    members: list[CertifiedRun]
 
 
-def envelopes(runs: Sequence[Certificates], radii: Sequence[float]) -> list[Envelope]:
+def envelopes(runs: Sequence[CertifiedRun], radii: Sequence[float]) -> list[Envelope]:
     """Ties go to the smaller σ (models are sorted by σ)."""
-    groups: dict[tuple, list[Certificates]] = {}
+    groups: dict[tuple, list[CertifiedRun]] = {}
     for run in runs:
         for bound in run.bounds:
             groups.setdefault((run.dataset, run.training, bound), []).append(run)
@@ -317,10 +317,11 @@ def envelopes(runs: Sequence[Certificates], radii: Sequence[float]) -> list[Enve
     )
 
 
-def radius_grid(runs: Sequence[Certificates], points: int = 400) -> np.ndarray:
+def radius_grid(runs: Sequence[CertifiedRun], points: int = 400) -> np.ndarray:
     """A round-stepped radius grid from 0 just past the largest certified radius."""
     largest = max(
-        (float(np.nanmax(r, initial=0.0)) for run in runs for r in run.radii.values()), default=0.0
+        (float(np.nanmax(r, initial=0.0)) for run in runs for r in run.bound_radii.values()),
+        default=0.0,
     )
     largest = max(largest, 1e-3)
     raw = largest / points
@@ -329,7 +330,7 @@ def radius_grid(runs: Sequence[Certificates], points: int = 400) -> np.ndarray:
     return np.round(np.arange(0.0, largest + step, step), 10)
 
 
-def settings_text(runs: Sequence[Certificates]) -> str:
+def settings_text(runs: Sequence[CertifiedRun]) -> str:
     """'n = 10000, n0 = 100, α = 0.001, fixed sampling' (sets where the files differ)."""
 
     def values(attr, form="{:g}"):

@@ -7,11 +7,11 @@ over `pa` (and `pb`), and returns 0 wherever its validity condition fails (absta
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import numpy as np
 
-from l1cert.noise import NOISES
+from l1cert.noise import NOISES, noise_class
 from l1cert.utils import L1CertError
 
 
@@ -75,31 +75,81 @@ def thm1_beats_dp(pa, pb) -> np.ndarray:
     return (pa > pb) & (theorem1 > dp * (1 + 1e-9) + 1e-12)  # 1 − p̲A/(p̲A + p̄B) rounds
 
 
-class Bound(NamedTuple):
-    function: Callable
-    uses_pb: bool  # needs an upper bound on the runner-up class
+@dataclass(frozen=True)
+class Bound:
+    """One certificate: how it turns probability bounds into a radius, and how it is shown.
+
+    `radius(pa, scale)` (or `radius(pa, pb, scale)` when `uses_pb`) returns 0 where the bound
+    abstains; `threshold(r, scale)` is its inverse, the smallest p̲A certifying radius r (DESIGN.md
+    §5), None where it depends on p̄B too. `label`, `color`, `style` draw its curves, `caption`
+    names it in the report's captions.
+    """
+
+    name: str
+    radius: Callable
+    threshold: Callable | None
+    uses_pb: bool
+    label: str
+    color: str
+    style: str
+    caption: str
+
+    def valid(self, pa, pb=None) -> np.ndarray:
+        """Where the bound's condition holds: p̲A > p̄B (uses_pb), else p̲A > 1/2."""
+        pa = np.asarray(pa, dtype=float)
+        return pa > np.asarray(pb) if self.uses_pb else pa > 0.5
 
 
-# Which noise each bound holds for is the noise's to say (`Noise.bounds`), not repeated here.
+def _ndtr(x):
+    from scipy.special import ndtr  # Φ, without importing scipy.stats
+
+    return ndtr(x)
+
+
+# The bounds, in the order tables and legends list them. Which noise each holds for is the
+# noise's to say (`Noise.bounds`), not repeated here.
 BOUNDS: dict[str, Bound] = {
-    "teng": Bound(teng, False),
-    "lecuyer": Bound(lecuyer, False),
-    "teng_multiclass": Bound(teng_multiclass, True),
-    "cohen": Bound(cohen, False),
-    "uniform": Bound(uniform, False),
-}
+    b.name: b
+    for b in (
+        Bound(
+            "teng", teng, lambda r, s: 1.0 - 0.5 * np.exp(-r / s), False,
+            "Laplace, Thm 2 (teng)", "tab:red", "-",
+            "the Laplace model certified with Theorem 2 (teng)",
+        ),
+        Bound(
+            "lecuyer", lecuyer, lambda r, s: 1.0 / (1.0 + np.exp(-2.0 * r / s)), False,
+            "Laplace, Lecuyer et al. (DP)", "tab:green", "--",
+            "the same Laplace model with Lecuyer et al.'s bound",
+        ),
+        Bound(
+            "teng_multiclass", teng_multiclass, None, True,
+            "Laplace, Thm 1 (teng_multiclass)", "tab:orange", ":",
+            "the Laplace model with Theorem 1 (teng_multiclass)",
+        ),
+        Bound(
+            "cohen", cohen, lambda r, s: _ndtr(r / s), False,
+            "Gaussian, Cohen et al.", "tab:blue", "-",
+            "the Gaussian model with Cohen et al.'s",
+        ),
+        Bound(
+            "uniform", uniform, lambda r, s: 0.5 + r / (2.0 * s), False,
+            "Uniform, Yang et al.", "tab:purple", "-",
+            "the uniform model with Yang et al.'s",
+        ),
+    )
+}  # fmt: skip
 
 
 def check_bound(bound: str, noise: str) -> Bound:
     """The registry entry of `bound`, or L1CertError if it is unknown or does not fit `noise`."""
-    if noise not in NOISES:
-        raise L1CertError(f"unknown noise {noise!r} (choose from {', '.join(NOISES)})")
+    noise_class(noise)
     if bound not in BOUNDS:
         raise L1CertError(f"unknown bound {bound!r} (choose from {', '.join(BOUNDS)})")
     if bound not in NOISES[noise].bounds:
-        owner = next(name for name, cls in NOISES.items() if bound in cls.bounds)
         fitting = ", ".join(NOISES[noise].bounds)
-        raise L1CertError(f"bound {bound!r} holds for {owner} noise, not {noise} (use {fitting})")
+        raise L1CertError(
+            f"bound {bound!r} holds for {owner(bound)} noise, not {noise} (use {fitting})"
+        )
     return BOUNDS[bound]
 
 
@@ -107,10 +157,10 @@ def radius(bound: str, noise: str, scale: float, pa, pb=None):
     """The radius of `bound` for `noise` of the given scale; pb defaults to 1 − pa (binary)."""
     entry = check_bound(bound, noise)
     if not entry.uses_pb:
-        return entry.function(pa, scale)
+        return entry.radius(pa, scale)
     if pb is None:
         pb = 1.0 - np.asarray(pa, dtype=float)
-    return entry.function(pa, pb, scale)
+    return entry.radius(pa, pb, scale)
 
 
 def radii(noise: str, sigma: float, pa: float, pb: float | None = None, bounds=()) -> dict:
@@ -137,15 +187,18 @@ def inverse_radius(bound: str, scale: float, r):
     Only for the single-class bounds; `teng_multiclass` depends on p̄B too and has no
     one-dimensional threshold.
     """
-    from scipy.special import ndtr  # Φ
-
-    r = np.asarray(r, dtype=float)
-    thresholds = {
-        "teng": lambda: 1.0 - 0.5 * np.exp(-r / scale),
-        "lecuyer": lambda: 1.0 / (1.0 + np.exp(-2.0 * r / scale)),
-        "cohen": lambda: ndtr(r / scale),
-        "uniform": lambda: 0.5 + r / (2.0 * scale),
-    }
-    if bound not in thresholds:
+    entry = BOUNDS.get(bound)
+    if entry is None or entry.threshold is None:
         raise L1CertError(f"bound {bound!r} has no single-class threshold")
-    return thresholds[bound]()[()]
+    return entry.threshold(np.asarray(r, dtype=float), scale)[()]
+
+
+def owner(bound: str) -> str:
+    """The noise whose models `bound` certifies."""
+    return next(name for name, cls in NOISES.items() if bound in cls.bounds)
+
+
+def single_class_methods() -> list[tuple[str, str]]:
+    """(noise, bound) for every bound with a one-dimensional threshold, in BOUNDS order: the
+    panels of the per-dataset figures and the curves of Fig. 6."""
+    return [(owner(name), name) for name, b in BOUNDS.items() if not b.uses_pb]

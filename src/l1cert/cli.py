@@ -108,7 +108,7 @@ def radius(noise, sigma, pa, pb, bounds):
 @click.option("--out", required=True, help="Output TSV (sidecar: same path, .json).")
 def certify(model_path, threads, out, max_points, radii, **options):
     """Certify a test split (or one shard of it) into a TSV; rerun to resume."""
-    from l1cert.shards import certify_to_tsv
+    from l1cert.certify import certify_to_tsv
 
     _set_threads(threads)
     radii = parse_radii(radii) if radii else None
@@ -120,7 +120,7 @@ def certify(model_path, threads, out, max_points, radii, **options):
 @click.option("--out", required=True, help="Merged TSV (sidecar: same path, .json).")
 def merge(shards, out):
     """Merge all shards of one certification into one TSV sorted by idx."""
-    from l1cert.shards import merge_shards
+    from l1cert.merge import merge_shards
 
     merge_shards(list(shards), out)
 

@@ -18,36 +18,19 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from l1cert import certificates  # noqa: E402
-from l1cert.analysis import Certificates, envelopes  # noqa: E402
+from l1cert.analysis import CertifiedRun, envelopes  # noqa: E402
 from l1cert.names import TRAININGS  # noqa: E402
 from l1cert.noise import NOISES  # noqa: E402
 from l1cert.utils import atomic_path  # noqa: E402
 
-# The curves of the per-dataset figures: (noise of the model, bound), as in the paper's Figs. 7-8.
-FIGURE_METHODS = (
-    ("laplace", "teng"),
-    ("laplace", "lecuyer"),
-    ("gaussian", "cohen"),
-    ("uniform", "uniform"),
-)
-BOUND_LABELS = {
-    "teng": "Laplace, Thm 2 (teng)",
-    "lecuyer": "Laplace, Lecuyer et al. (DP)",
-    "teng_multiclass": "Laplace, Thm 1 (teng_multiclass)",
-    "cohen": "Gaussian, Cohen et al.",
-    "uniform": "Uniform, Yang et al.",
-}
 RADIUS_LABEL = "ℓ1 radius r (pixel units, inputs in [0, 1])"
 ACCURACY_LABEL = "approximate certified accuracy"
 
-BOUND_COLORS = {
-    "teng": "tab:red",
-    "lecuyer": "tab:green",
-    "teng_multiclass": "tab:orange",
-    "cohen": "tab:blue",
-    "uniform": "tab:purple",
-}
-BOUND_STYLES = {"lecuyer": "--", "teng_multiclass": ":"}
+
+def _style(bound: str) -> dict:
+    """Colour, line style and legend label of a bound's curves (l1cert.certificates.BOUNDS)."""
+    entry = certificates.BOUNDS[bound]
+    return {"color": entry.color, "ls": entry.style, "label": entry.label}
 
 
 def save(fig, stem: Path) -> list[Path]:
@@ -100,15 +83,11 @@ def radius_vs_pa(stem: Path, sigma: float) -> list[Path]:
     """Fig. 6: the radius of each method against p̲A, noises matched by standard deviation σ."""
     pa = np.linspace(0.5, 0.9999, 600)
     fig, ax = plt.subplots(figsize=(5.0, 3.8))
-    for noise, bound in FIGURE_METHODS:
+    for noise, bound in certificates.single_class_methods():
         scale = NOISES[noise](sigma).scale
-        ax.plot(
-            pa,
-            certificates.radius(bound, noise, scale, pa),
-            color=BOUND_COLORS[bound],
-            ls=BOUND_STYLES.get(bound, "-"),
-            label=f"{BOUND_LABELS[bound]} (scale {scale:.3g})",
-        )
+        style = _style(bound)
+        style["label"] += f" (scale {scale:.3g})"
+        ax.plot(pa, certificates.radius(bound, noise, scale, pa), **style)
     ax.set_xlabel("p̲A (lower bound of the top class probability)")
     ax.set_ylabel(RADIUS_LABEL)
     ax.set_title(f"Certified radius against p̲A, σ = {sigma:g}")
@@ -122,12 +101,12 @@ def radius_vs_pa(stem: Path, sigma: float) -> list[Path]:
 # --- certified accuracy curves ------------------------------------------------------------
 
 
-def _trainings(runs: Sequence[Certificates]) -> list[str]:
+def _trainings(runs: Sequence[CertifiedRun]) -> list[str]:
     present = {r.training for r in runs}
     return [t for t in TRAININGS if t in present] + sorted(present - set(TRAININGS))
 
 
-def _sigmas(runs: Sequence[Certificates]) -> list:
+def _sigmas(runs: Sequence[CertifiedRun]) -> list:
     return sorted({r.sigma for r in runs}, key=lambda s: (s is None, s or 0.0))
 
 
@@ -156,20 +135,21 @@ def _finish(ax, empty_text: str = "no certify file") -> None:
 
 
 def accuracy_per_sigma(
-    stem: Path, runs: Sequence[Certificates], grid: np.ndarray, title: str
+    stem: Path, runs: Sequence[CertifiedRun], grid: np.ndarray, title: str
 ) -> list[Path]:
     """One panel per training type × method, one curve per σ."""
     trainings, sigmas = _trainings(runs), _sigmas(runs)
     colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(sigmas), 1)))
+    methods = certificates.single_class_methods()
     fig, axes = _grid_of_axes(
-        len(trainings), len(FIGURE_METHODS), f"Certified accuracy for each σ: {title}"
+        len(trainings), len(methods), f"Certified accuracy for each σ: {title}"
     )
     for row, training in enumerate(trainings):
-        for col, (noise, bound) in enumerate(FIGURE_METHODS):
+        for col, (noise, bound) in enumerate(methods):
             ax = axes[row, col]
-            ax.set_title(f"{training}: {BOUND_LABELS[bound]}", fontsize=8)
+            ax.set_title(f"{training}: {_style(bound)['label']}", fontsize=8)
             for run in runs:
-                if run.training == training and run.noise == noise and bound in run.radii:
+                if run.training == training and run.noise == noise and bound in run.bounds:
                     label = f"σ = {run.sigma:g}" if run.sigma is not None else run.model
                     ax.plot(
                         grid,
@@ -182,7 +162,7 @@ def accuracy_per_sigma(
 
 
 def bound_comparison_per_sigma(
-    stem: Path, runs: Sequence[Certificates], grid: np.ndarray, title: str
+    stem: Path, runs: Sequence[CertifiedRun], grid: np.ndarray, title: str
 ) -> list[Path]:
     """Figs. 7-8: at each σ the Laplace model's bounds beside the Gaussian and uniform models."""
     trainings, sigmas = _trainings(runs), _sigmas(runs)
@@ -196,31 +176,19 @@ def bound_comparison_per_sigma(
             for run in runs:
                 if run.training != training or run.sigma != sigma:
                     continue
-                for bound in run.radii:
-                    ax.plot(
-                        grid,
-                        run.accuracy(bound, grid),
-                        color=BOUND_COLORS[bound],
-                        ls=BOUND_STYLES.get(bound, "-"),
-                        label=BOUND_LABELS[bound],
-                    )
+                for bound in run.bounds:
+                    ax.plot(grid, run.accuracy(bound, grid), **_style(bound))
             _finish(ax)
     return save(fig, stem)
 
 
-def envelope(stem: Path, runs: Sequence[Certificates], grid: np.ndarray, title: str) -> list[Path]:
+def envelope(stem: Path, runs: Sequence[CertifiedRun], grid: np.ndarray, title: str) -> list[Path]:
     """Per training type, the best curve over σ of each bound."""
     trainings = _trainings(runs)
     fig, axes = _grid_of_axes(1, len(trainings), f"Envelope over σ: {title}")
     for env in envelopes(runs, grid):
         ax = axes[0, trainings.index(env.training)]
-        ax.plot(
-            grid,
-            env.accuracy,
-            color=BOUND_COLORS[env.bound],
-            ls=BOUND_STYLES.get(env.bound, "-"),
-            label=BOUND_LABELS[env.bound],
-        )
+        ax.plot(grid, env.accuracy, **_style(env.bound))
     for ax, training in zip(axes[0], trainings, strict=True):
         ax.set_title(training, fontsize=8)
         _finish(ax)

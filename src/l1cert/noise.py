@@ -21,6 +21,7 @@ class Noise:
 
     name: ClassVar[str]
     bounds: ClassVar[tuple[str, ...]]  # certificates that apply; the first is the primary one
+    samplings: ClassVar[tuple[str, ...]] = ("fixed", "sequential")  # l1cert.sampling's modes
 
     def __init__(self, sigma: float):
         sigma = float(sigma)
@@ -111,10 +112,14 @@ class Uniform(Noise):
 NOISES: dict[str, type[Noise]] = {cls.name: cls for cls in (Gaussian, Laplace, Uniform)}
 
 
+def noise_class(name: str) -> type[Noise]:
+    """The registry entry of the noise called `name`; L1CertError if there is none."""
+    try:
+        return NOISES[name]
+    except (KeyError, TypeError):
+        raise L1CertError(f"unknown noise {name!r} (choose from {', '.join(NOISES)})") from None
+
+
 def make_noise(name: str, sigma: float) -> Noise:
     """The noise called `name` with standard deviation `sigma`; L1CertError on bad input."""
-    try:
-        cls = NOISES[name]
-    except KeyError:
-        raise L1CertError(f"unknown noise {name!r} (choose from {', '.join(NOISES)})") from None
-    return cls(sigma)
+    return noise_class(name)(sigma)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from l1cert.analysis import (
-    Certificates,
+    CertifiedRun,
     Envelope,
     Row,
     accuracy_rows,
@@ -33,6 +33,7 @@ from l1cert.analysis import (
     read_all,
     settings_text,
 )
+from l1cert.certificates import BOUNDS, single_class_methods
 from l1cert.names import DEFAULT_RADII
 from l1cert.utils import L1CertError, umask
 
@@ -46,7 +47,7 @@ def _radius_label(r: float) -> str:
     return f"{r:g}"
 
 
-def _sigma_text(run: Certificates | None) -> str:
+def _sigma_text(run: CertifiedRun | None) -> str:
     if run is None:
         return "-"
     return f"{run.sigma:g}" if run.sigma is not None else run.model
@@ -187,10 +188,13 @@ def to_latex(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str,
 # --- captions -----------------------------------------------------------------------------
 
 
-def captions(runs: Sequence[Certificates], radii: Sequence[float], fig6_sigma: float) -> dict:
+def captions(runs: Sequence[CertifiedRun], radii: Sequence[float], fig6_sigma: float) -> dict:
     """Caption text per output name (figure/table stem), for Snakemake report() and papers."""
     stats = settings_text(runs)
     grid = ", ".join(f"{r:g}" for r in radii)
+    single = [BOUNDS[bound] for _, bound in single_class_methods()]
+    methods = ", ".join(b.caption for b in single)
+    labels = "; ".join(b.label for b in single)
     text = {
         "certified-accuracy": (
             f"Approximate certified accuracy (Eq. 3 of the paper, in %) at l1 radii {grid}: the "
@@ -221,9 +225,7 @@ def captions(runs: Sequence[Certificates], radii: Sequence[float], fig6_sigma: f
         ),
         "radius-vs-pa": (
             f"Certified l1 radius against the lower bound of pA at sigma = {fig6_sigma:g} "
-            "(noises matched by per-coordinate standard deviation): Theorem 2 (teng) and "
-            "Lecuyer et al.'s bound for Laplace noise, Cohen et al.'s for Gaussian noise, "
-            "and the uniform-noise bound of Yang et al."
+            f"(noises matched by per-coordinate standard deviation): {labels}."
         ),
     }
     for dataset in sorted({r.dataset for r in runs}):
@@ -231,9 +233,7 @@ def captions(runs: Sequence[Certificates], radii: Sequence[float], fig6_sigma: f
         stats = settings_text(mine)
         text[f"{dataset}-certified-accuracy"] = (
             f"{dataset}: approximate certified accuracy against l1 radius for each sigma; "
-            "columns: the Laplace model certified with Theorem 2 (teng) and with Lecuyer et al.'s "
-            "bound, the Gaussian model with Cohen et al.'s, the uniform model with Yang et al.'s; "
-            f"rows: training type. Certification: {stats}."
+            f"columns: {methods}; rows: training type. Certification: {stats}."
         )
         text[f"{dataset}-comparison"] = (
             f"{dataset}: the bounds side by side at each sigma (as in the paper's Figs. 7 and 8); "
@@ -288,11 +288,11 @@ def metrics(rows: Sequence[Row], radii: Sequence[float]) -> dict:
     }
 
 
-def curve_rows(runs: Sequence[Certificates], grids: dict[str, np.ndarray]):
+def curve_rows(runs: Sequence[CertifiedRun], grids: dict[str, np.ndarray]):
     """Long rows (dataset, model, noise, training, sigma, bound, radius, certified_accuracy)."""
     for run in runs:
         grid = grids[run.dataset]
-        for bound in run.radii:
+        for bound in run.bound_radii:
             for r, a in zip(grid, run.accuracy(bound, grid), strict=True):
                 yield [
                     run.dataset,
@@ -306,9 +306,9 @@ def curve_rows(runs: Sequence[Certificates], grids: dict[str, np.ndarray]):
                 ]
 
 
-def bound_plot_csv(runs: Sequence[Certificates], bound: str, grid: np.ndarray) -> str:
+def bound_plot_csv(runs: Sequence[CertifiedRun], bound: str, grid: np.ndarray) -> str:
     """Wide per-bound curves for `dvc plots`: radius, then one column per model (σ)."""
-    members = [r for r in runs if bound in r.radii]
+    members = [r for r in runs if bound in r.bound_radii]
     header = ["radius"] + [m.model.replace(".", "_") for m in members]
     curves = [m.accuracy(bound, grid) for m in members]
     rows = [[f"{r:g}", *(f"{c[i]:.6g}" for c in curves)] for i, r in enumerate(grid)]
@@ -368,7 +368,7 @@ def _staging(out: Path):
 
 
 def _render(
-    runs: list[Certificates], radii: list[float], fig6_sigma: float, out: Path
+    runs: list[CertifiedRun], radii: list[float], fig6_sigma: float, out: Path
 ) -> list[str]:
     """Write every table, plot, figure and caption under `out`; return their relative paths."""
     from l1cert import figures  # matplotlib only when figures are drawn

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from l1cert import certificates
-from l1cert.noise import NOISES
+from l1cert.noise import noise_class
 from l1cert.stats import lower_confidence_bound, upper_confidence_bound
 from l1cert.utils import L1CertError
 
@@ -70,8 +70,8 @@ def look_alphas(alpha: float, num_looks: int, last_share: float = LAST_SHARE) ->
     return np.array([early] * (num_looks - 1) + [last_share * alpha])
 
 
-class Bounds(NamedTuple):
-    """Bounds at one look, arrays over points.
+class Ends(NamedTuple):
+    """The ends of the confidence intervals at one look, arrays over points.
 
     pa_lower: p̲A for the single-class bounds; pa_joint, pb_upper: the pair of
     teng_multiclass (hold together). The optimistic ends, for stopping only: pa_upper for the
@@ -96,7 +96,7 @@ def bounds(
     last_share: float = LAST_SHARE,
     upper_alpha: float = UPPER_ALPHA,
     project: bool = True,
-) -> Bounds:
+) -> Ends:
     """The bounds after looks_[look] draws (vectorised over points; `look` may be an array).
 
     With two classes p_B = 1 − p_A: teng_multiclass uses p̲A at the full level and p̄B = 1 − p̲A.
@@ -125,9 +125,9 @@ def bounds(
         )
         pa_upper = lower_confidence_bound(cap * share_a, cap, alphas[-1])
     if num_classes <= 2:
-        return Bounds(pa_lower, pa_lower, 1.0 - pa_lower, pa_upper, pa_upper_joint, pb_lower)
+        return Ends(pa_lower, pa_lower, 1.0 - pa_lower, pa_upper, pa_upper_joint, pb_lower)
     pa_joint, pb_upper = _joint(count_a, count_b, n, a, num_classes)
-    return Bounds(pa_lower, pa_joint, pb_upper, pa_upper, pa_upper_joint, pb_lower)
+    return Ends(pa_lower, pa_joint, pb_upper, pa_upper, pa_upper_joint, pb_lower)
 
 
 def _share_at_cap(count, end, n, cap):
@@ -156,9 +156,7 @@ def _lower_ends_at_cap(count_a, count_b, cap, a, num_classes):
 def radius_and_validity(bound: str, noise: str, scale: float, pa, pb):
     """The radius of `bound` and whether its condition holds (p̲A > 1/2, or p̲A > p̄B)."""
     entry = certificates.check_bound(bound, noise)
-    pa = np.asarray(pa, dtype=float)
-    valid = pa > np.asarray(pb) if entry.uses_pb else pa > 0.5
-    return certificates.radius(bound, noise, scale, pa, pb), valid
+    return certificates.radius(bound, noise, scale, pa, pb), entry.valid(pa, pb)
 
 
 def bucket(bound: str, noise: str, scale: float, pa, pb, grid) -> np.ndarray:
@@ -169,7 +167,7 @@ def bucket(bound: str, noise: str, scale: float, pa, pb, grid) -> np.ndarray:
     return certified.sum(axis=-1)
 
 
-def radii(b: Bounds, noise: str, scale: float) -> dict[str, np.ndarray]:
+def radii(b: Ends, noise: str, scale: float) -> dict[str, np.ndarray]:
     """{bound: radius} from the lower ends: what a point reports at its stopping look.
 
     teng_multiclass is given wherever p̲A > p̄B, also when p̲A ≤ 1/2 (Theorem 1).
@@ -180,7 +178,7 @@ def radii(b: Bounds, noise: str, scale: float) -> dict[str, np.ndarray]:
     }
 
 
-def decided(b: Bounds, noise: str, scale: float, grid) -> np.ndarray:
+def decided(b: Ends, noise: str, scale: float, grid) -> np.ndarray:
     """True where, for every bound of the noise, both ends of the bounds share a bucket."""
     done = np.ones(np.shape(b.pa_lower), dtype=bool)
     for name in _bound_names(noise):
@@ -201,7 +199,7 @@ def step(
     scale: float,
     grid,
     **levels,
-) -> tuple[Bounds, np.ndarray]:
+) -> tuple[Ends, np.ndarray]:
     """Bounds after looks_[look] draws and whether each point stops there (decided or at cap).
 
     count_a, count_b: votes for ĉA and the runner-up among the estimation draws so far
@@ -215,60 +213,16 @@ def step(
 
 
 def _bound_names(noise: str) -> tuple[str, ...]:
-    if noise not in NOISES:
-        raise L1CertError(f"unknown noise {noise!r} (choose from {', '.join(NOISES)})")
-    return NOISES[noise].bounds
+    return noise_class(noise).bounds
 
 
-def _lower_ends(name: str, b: Bounds):
+def _lower_ends(name: str, b: Ends):
     if certificates.BOUNDS[name].uses_pb:
         return b.pa_joint, b.pb_upper
     return b.pa_lower, None
 
 
-def _upper_ends(name: str, b: Bounds):
+def _upper_ends(name: str, b: Ends):
     if certificates.BOUNDS[name].uses_pb:
         return b.pa_upper_joint, b.pb_lower
     return b.pa_upper, None
-
-
-def draw_counts(probs, looks_: list[int], rng: np.random.Generator) -> np.ndarray:
-    """Simulated cumulative class counts at each look, shape (looks, points, classes).
-
-    probs: (points, classes) true class probabilities, class 0 being ĉA.
-    """
-    probs = np.asarray(probs, dtype=float)
-    probs = probs / probs.sum(axis=-1, keepdims=True)
-    steps = np.diff(np.concatenate([[0], looks_]))
-    draws = [rng.multinomial(m, probs) for m in steps]
-    return np.cumsum(draws, axis=0)
-
-
-def run(
-    counts, looks_: list[int], alpha: float, num_classes: int, noise: str, scale: float, grid,
-    **levels,
-):  # fmt: skip
-    """Apply the stopping rule to cumulative counts (looks, points, classes), as CERTIFY would.
-
-    Class 0 is ĉA; the runner-up count is the largest of the others (they may lump classes).
-    Returns the stopping look of each point and the Bounds there. `levels`: last_share and
-    upper_alpha, project of `bounds`.
-    """
-    counts = np.asarray(counts)
-    count_a = counts[..., 0]
-    count_b = counts[..., 1:].max(axis=-1) if counts.shape[-1] > 1 else 0 * count_a
-    points = count_a.shape[1]
-    stop_look = np.full(points, len(looks_) - 1)
-    fields = {name: np.zeros(points) for name in Bounds._fields}
-    active = np.arange(points)
-    for j in range(len(looks_)):
-        b, stop = step(
-            count_a[j, active], count_b[j, active], j, looks_, alpha,
-            num_classes, noise, scale, grid, **levels,
-        )  # fmt: skip
-        done = active[stop]
-        stop_look[done] = j
-        for name, value in zip(Bounds._fields, b, strict=True):
-            fields[name][done] = np.broadcast_to(value, stop.shape)[stop]
-        active = active[~stop]
-    return stop_look, Bounds(**fields)

@@ -24,28 +24,37 @@ ABSTAIN = -1
 
 @dataclass
 class Certificate:
-    """What CERTIFY found for one input.
+    """What CERTIFY found for one input, and how.
 
     `prediction` is ABSTAIN (-1) when p̲A ≤ 1/2, where the noise's primary bound abstains,
     and ĉA (`top_class`) otherwise. `count`/`pa_lower`: the votes for ĉA among the `n`
-    estimation draws and their Clopper–Pearson lower bound (used by every single-class
-    bound, 0 where p̲A ≤ 1/2). `count_b`: the votes for the runner-up; `pb_upper`: the upper
-    bound used by `teng_multiclass`, whose radius stands wherever p̲A > p̄B (Theorem 1).
+    estimation draws and their lower bound (used by every single-class bound, 0 where
+    p̲A ≤ 1/2). `count_b`: the votes for the runner-up; `pb_upper`: the upper bound used by
+    `teng_multiclass`, whose radius stands wherever p̲A > p̄B (Theorem 1). `alpha` is the
+    failure probability of the Clopper–Pearson bounds after `n0` selection draws; None means the
+    counts are exact (every noise copy enumerated, no selection draws), `pa_lower` = count/n.
+    `bound_radii`: the radius under each bound of the noise, the primary one first.
     """
 
     prediction: int
     count: int
     pa_lower: float
-    radii: dict[str, float] = field(default_factory=dict)
+    bound_radii: dict[str, float] = field(default_factory=dict)
     count_b: int = 0
     pb_upper: float = 1.0
     top_class: int = ABSTAIN
     n: int = 0
+    n0: int = 0
+    alpha: float | None = None
 
     @property
     def radius(self) -> float:
-        """The radius of the primary bound (the first one in `radii`)."""
-        return next(iter(self.radii.values()))
+        """The radius of the primary bound (the first one in `bound_radii`)."""
+        return next(iter(self.bound_radii.values()))
+
+    @property
+    def exact(self) -> bool:
+        return self.alpha is None
 
 
 class Smooth:
@@ -99,9 +108,11 @@ class Smooth:
         counts0 = self._count(x, n0, batch_size, generator)
         c_hat = int(counts0.argmax())
         counts = self._count(x, n, batch_size, generator)
-        return self._certificate(c_hat, counts, sequential.bounds(
+        ends = sequential.bounds(
             counts[c_hat], _runner_up(counts, c_hat), 0, [n], alpha, self.num_classes,
-            project=False), n)  # fmt: skip
+            project=False,
+        )  # fmt: skip
+        return self._certificate(c_hat, counts, ends, n, n0, alpha)
 
     def certify_sequential(
         self,
@@ -147,7 +158,7 @@ class Smooth:
                     return
                 self._vote(f, active, buffer, scratch)
                 finished = [a for a in active if not a.pieces]
-                for flight, certificate in self._next_rounds(finished, looks, alpha, grid):
+                for flight, certificate in self._next_rounds(finished, looks, n0, alpha, grid):
                     active.remove(flight)
                     yield flight.key, certificate
 
@@ -176,7 +187,7 @@ class Smooth:
         for (flight, _), counts in zip(plan, votes.view(len(plan), -1).cpu().numpy(), strict=True):
             flight.counts += counts
 
-    def _next_rounds(self, flights: list[_Flight], looks, alpha, grid):
+    def _next_rounds(self, flights: list[_Flight], looks, n0, alpha, grid):
         """After their rounds: pick ĉA, or stop with a certificate, or plan the next look.
 
         The points that finished an estimation round are decided together (one vectorised
@@ -199,13 +210,14 @@ class Smooth:
         )
         for i, flight in enumerate(estimating):
             if stop[i]:
-                point = sequential.Bounds(*(np.broadcast_to(v, stop.shape)[i] for v in b))
-                yield flight, self._certificate(flight.c_hat, flight.counts, point, looks[look[i]])
+                point = sequential.Ends(*(np.broadcast_to(v, stop.shape)[i] for v in b))
+                n = looks[look[i]]
+                yield flight, self._certificate(flight.c_hat, flight.counts, point, n, n0, alpha)
             else:
                 flight.look += 1
                 flight.schedule(looks[flight.look] - looks[flight.look - 1])
 
-    def _certificate(self, c_hat: int, counts: np.ndarray, b, n: int) -> Certificate:
+    def _certificate(self, c_hat: int, counts: np.ndarray, b, n, n0, alpha) -> Certificate:
         radii = {
             k: float(v) for k, v in sequential.radii(b, self.noise.name, self.noise.scale).items()
         }
@@ -219,7 +231,31 @@ class Smooth:
             float(b.pb_upper),
             c_hat,
             n,
+            n0,
+            alpha,
         )
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs (and noise is drawn)."""
+        return next(
+            (t.device for t in [*self.model.parameters(), *self.model.buffers()]),
+            torch.device("cpu"),
+        )
+
+    def forward_rate(self, x: torch.Tensor, batch_size: int) -> float:
+        """Forward passes per second of the base classifier on one full batch of x."""
+        import time
+
+        f = self._classifier(batch_size)
+        batch = (
+            self._as_batch(x, f)
+            .expand(batch_size, *x.shape)
+            .contiguous(memory_format=self._memory_format(x))
+        )
+        start = time.perf_counter()
+        f(batch)
+        return batch_size / max(time.perf_counter() - start, 1e-9)
 
     def _as_batch(self, x: torch.Tensor, f) -> torch.Tensor:
         """x as a batch of one on the device in the buffer's layout (it broadcasts cheaply)."""

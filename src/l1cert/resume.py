@@ -1,0 +1,144 @@
+"""The protocol that makes certify resumable: a partial file, one writer, a sealed publish.
+
+Rows grow in `partial/<name>` beside `--out` (pipeline engines delete a job's declared outputs
+before running it), flushed as made; a restart validates that file against the run's settings
+and code and carries on. One writer at a time: an exclusive lock beside the partial file. When
+every point is done the sidecar is sealed (row count, digest) and the pair moved onto `--out`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from l1cert import certify_format as fmt
+from l1cert.points import shard_points
+from l1cert.utils import L1CertError, atomic_path, atomic_write_text
+
+
+def partial_path(out: str | os.PathLike) -> Path:
+    """Where the rows of `out` grow until it is complete: partial/<name> beside it."""
+    out = Path(out)
+    return out.parent / "partial" / out.name
+
+
+def check_out(out: Path) -> None:
+    """Refuse an --out that can never be written, before any work."""
+    if out.is_dir():
+        raise L1CertError(f"--out {out} is a directory; give a file name such as {out}/run.tsv")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise L1CertError(f"--out {out}: {parent} is a file, not a directory")
+            if not os.access(parent, os.W_OK):
+                raise L1CertError(f"--out {out}: cannot write into {parent}")
+            return
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an flock on `path`.lock for the block; a second writer fails at once.
+
+    flock is advisory and local to one machine on most network file systems (NFS with local
+    locks): it keeps two jobs on the same node apart, and SLURM requeues use the same node or
+    start after the first job ended. The lock file stays (removing it would race).
+    """
+    lock = path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise L1CertError(f"{path} is being written by {holder} (lock {lock})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+        os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def refuse_changed(path: Path, previous: dict, settings: dict, keys) -> None:
+    """One line naming the first of `keys` on which `previous` (a sidecar) differs."""
+    changed = [key for key in keys if previous.get(key) != settings.get(key)]
+    if not changed:
+        return
+    key = changed[0]
+    if key == "code":
+        code = previous.get("code") if isinstance(previous.get("code"), dict) else {}
+        raise L1CertError(
+            f"{path} was made by other l1cert code (version {code.get('version')}, "
+            f"digest {str(code.get('sha256'))[:12]}); its rows cannot be mixed "
+            f"with this code's: remove {path} and its .json to start afresh"
+        )
+    raise L1CertError(
+        f"{path} was started with other settings ({key}: {previous.get(key)!r} there, "
+        f"{settings[key]!r} now); rerun with its settings or use another --out"
+    )
+
+
+def _run_keys(settings: dict) -> list[str]:
+    """The settings a restart must match: all but where the model file lies."""
+    return [key for key in settings if key != "model"]
+
+
+def already_complete(out: Path, settings: dict) -> bool:
+    """True if `out` is this run's finished table (a rerun then changes nothing)."""
+    if not out.exists():
+        return False
+    if not fmt.sidecar_path(out).exists():
+        raise L1CertError(f"{out} exists without its sidecar; remove it or use another --out")
+    previous = fmt.read_sidecar(out)
+    refuse_changed(out, previous, settings, _run_keys(settings))
+    fmt.check_sealed(out, previous, fmt.read_rows(out, settings["num_classes"]))
+    return True
+
+
+def prepare_partial(partial: Path, settings: dict) -> set[int]:
+    """Start the partial file afresh or validate and repair it for resuming; return idxs done."""
+    if not partial.exists() or not fmt.sidecar_path(partial).exists():
+        fmt.write_sidecar(partial, settings)
+        _write_header(partial, settings)
+        return set()
+    refuse_changed(partial, fmt.read_sidecar(partial), settings, _run_keys(settings))
+    raw = partial.read_bytes()
+    complete = raw[: raw.rfind(b"\n") + 1]
+    if not complete:  # killed while the header was written
+        _write_header(partial, settings)
+        return set()
+    table = fmt.read_rows(partial, settings["num_classes"], torn="drop")
+    if table.header != settings["columns"]:
+        raise L1CertError(f"{partial}: unexpected header; remove it to start afresh")
+    if not set(table.rows) <= set(shard_points(settings)):
+        raise L1CertError(f"{partial}: rows outside this shard; remove it to start afresh")
+    if len(complete) != len(raw):  # a torn last line: drop it, only after every check passed
+        with open(partial, "r+b") as f:
+            f.truncate(len(complete))
+            os.fsync(f.fileno())
+    return set(table.rows)
+
+
+def _write_header(path: Path, settings: dict) -> None:
+    atomic_write_text(path, "\t".join(settings["columns"]) + "\n")
+
+
+def publish(partial: Path, out: Path, settings: dict, rows: int) -> None:
+    """Sort the rows by idx, seal the sidecar with the finished table's digest, then move the
+    pair onto `out`."""
+    table = fmt.read_rows(partial, settings["num_classes"])
+    with atomic_path(partial) as tmp:
+        tmp.write_text(
+            "\t".join(table.header)
+            + "\n"
+            + "".join(line + "\n" for _, line in sorted(table.lines().items()))
+        )
+    fmt.write_sidecar(partial, fmt.seal(partial, settings, rows))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(fmt.sidecar_path(partial), fmt.sidecar_path(out))
+    os.replace(partial, out)
