@@ -332,3 +332,37 @@ def test_resume_refuses_rows_made_by_other_code(checkpoint, tmp_path):
     with pytest.raises(L1CertError, match="made by other l1cert code .* to start afresh"):
         certify_to_tsv(checkpoint, out, **FAST)
     assert len(partial.read_text().splitlines()) == 4  # left as it was
+
+
+def test_resume_survives_edits_outside_the_row_code(checkpoint, tmp_path, monkeypatch):
+    """The sidecar's code digest covers the modules that decide a row's numbers: a partial file
+    made before an edit of merge's messages resumes, one made before an edit of a radius
+    function is refused."""
+    import shutil
+
+    from l1cert import provenance
+
+    reference = certify_to_tsv(checkpoint, tmp_path / "reference.tsv", **FAST)
+    package = tmp_path / "l1cert"
+    shutil.copytree(provenance.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(provenance, "PACKAGE_DIR", package)
+
+    def cut_short(out):  # the run killed after 3 rows, its partial file left behind
+        partial = partial_path(out)
+        partial.parent.mkdir(exist_ok=True)
+        partial.write_text("".join(reference.read_text().splitlines(keepends=True)[:4]))
+        side = json.loads(reference.with_suffix(".json").read_text())
+        del side["rows"], side["tsv_sha256"]
+        partial.with_suffix(".json").write_text(json.dumps(side))
+
+    merge = package / "merge.py"
+    merge.write_text(merge.read_text().replace("they are not one certification", "not one run"))
+    cut_short(tmp_path / "resumed.tsv")
+    resumed = certify_to_tsv(checkpoint, tmp_path / "resumed.tsv", **FAST)
+    assert without_time(read_table(resumed)) == without_time(read_table(reference))
+
+    radii = package / "certificates.py"
+    radii.write_text(radii.read_text().replace("2.0 * (1.0 - p)", "(1.0 - p) * 2.0"))
+    cut_short(tmp_path / "refused.tsv")
+    with pytest.raises(L1CertError, match="made by other l1cert code"):
+        certify_to_tsv(checkpoint, tmp_path / "refused.tsv", **FAST)

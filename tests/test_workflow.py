@@ -22,8 +22,10 @@ from conftest import read_table, without_time
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from l1cert import pipeline
+
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "workflow" / "schemas" / "params.schema.yaml"
+SCHEMA = pipeline.params_schema_file(ROOT / "workflow" / "schemas" / "params.schema.yaml")
 # What a clone of the project holds that the pipeline needs (src/ for DVC's code deps).
 PROJECT_FILES = [
     "Snakefile",
@@ -124,7 +126,7 @@ def dvc_outputs(project: Path) -> set[str]:
     "name", ["params.yaml", "config/paper-cifar10.yaml", "config/paper-imagenet.yaml"]
 )
 def test_shipped_configs_are_valid(name):
-    validate(yaml.safe_load((ROOT / name).read_text()), str(SCHEMA))
+    validate(yaml.safe_load((ROOT / name).read_text()), SCHEMA)
 
 
 def _set(config, dotted, value):
@@ -157,7 +159,7 @@ def test_schema_errors_name_the_key(key, value, expected):
     config = params()
     _set(config, key, value)
     with pytest.raises(WorkflowError) as err:
-        validate(config, str(SCHEMA))
+        validate(config, SCHEMA)
     assert expected in str(err.value)
 
 

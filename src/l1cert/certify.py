@@ -7,14 +7,14 @@ safe across kills and restarts and publishes them once complete.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from l1cert import certify_format as fmt
-from l1cert.forward import check_compile_mode, check_precision, should_compile
+from l1cert.config import CertifyConfig
+from l1cert.forward import should_compile
 from l1cert.noise import Noise, make_noise
 from l1cert.points import parse_shard, select_indices, shard_block
 from l1cert.provenance import code_digest
@@ -35,68 +35,49 @@ if TYPE_CHECKING:  # torch only where certification runs
     from l1cert.smoothing import Certificate, Smooth
 
 
-def check_arguments(sigma, n0, n, alpha, batch, seed, skip, max_points) -> None:
-    if sigma is not None and not (math.isfinite(sigma) and sigma > 0):
-        raise L1CertError(f"--sigma must be a positive number, got {sigma}")
-    if not 0 < alpha < 1:
-        raise L1CertError(f"--alpha must lie strictly between 0 and 1, got {alpha}")
-    for name, value in (("--n0", n0), ("--n", n), ("--batch", batch), ("--skip", skip)):
-        if value < 1:
-            raise L1CertError(f"{name} must be at least 1, got {value}")
-    if seed < 0:
-        raise L1CertError(f"--seed must be non-negative, got {seed}")
-    if max_points < -1 or max_points == 0:
-        raise L1CertError(f"--max must be -1 (all) or a positive count, got {max_points}")
-
-
 def certify_to_tsv(
     model_path: str | os.PathLike,
     out: str | os.PathLike,
     *,
-    dataset: str | None = None,
-    split: str = "test",
     root: str | os.PathLike = "data",
     image_size: int = 32,
     imagenet_dir: str | os.PathLike | None = None,
-    noise: str | None = None,
-    sigma: float | None = None,
-    n0: int = 100,
-    n: int = 100_000,
-    alpha: float = 0.001,
-    batch: int = 1000,
-    seed: int = 0,
     shard: str | tuple[int, int] = (1, 1),
-    skip: int = 1,
-    max_points: int = -1,
-    sampling: str = "fixed",
+    shard_list=(),
     radii: list[float] | None = None,
-    compile: str = "off",
-    precision: str = "fp32",
     device: str = "auto",
     progress: bool = True,
+    max_points: int | None = None,
+    **options,
 ) -> Path:
     """Certify this shard's test points into `out` (TSV) and its sidecar; resume if started.
 
-    Dataset, noise and sigma default to the checkpoint's. `sampling` names a mode of
-    `l1cert.sampling` ("sequential" stops each point once its bucket in `radii` is decided, `n`
-    being the cap). `compile` (auto, on, off) and `precision` (fp32, bf16) choose how the base
-    classifier runs (`l1cert.forward`). Returns the TSV path.
+    `options` are `CertifyConfig`'s fields (dataset, noise, sigma, which default to the
+    checkpoint's; n0, n, alpha, batch, seed, skip, max — also as `max_points` —, split,
+    sampling, compile, precision). `sampling` names a mode of `l1cert.sampling` ("sequential"
+    stops each point once its bucket in `radii` is decided, `n` being the cap). `shard_list`:
+    the pipeline's shard numbers, which must be 1..K for `shard` k/K. Returns the TSV path.
     """
     from l1cert import data, models
 
-    check_arguments(sigma, n0, n, alpha, batch, seed, skip, max_points)
-    check_compile_mode(compile)
-    check_precision(precision)
+    if max_points is not None:
+        options["max"] = max_points
+    config = CertifyConfig(**options)
+    config.validate()
     k, total = parse_shard(shard if isinstance(shard, str) else f"{shard[0]}/{shard[1]}")
+    if shard_list and sorted(shard_list) != list(range(1, total + 1)):
+        shown = list(shard_list)
+        raise L1CertError(f"--shards {shown} must list 1..{total} for --shard {k}/{total}")
     model_path, out = Path(model_path), Path(out)
     check_out(out)
     device = resolve_device(device)
     model, meta = models.load_model(model_path, device)
-    dataset = dataset or meta["dataset"]
-    smooth_noise = make_noise(noise or meta["noise"], sigma if sigma is not None else meta["sigma"])
-    mode = sampling_mode(sampling, smooth_noise)
-    test_set = data.load_split(dataset, split, root, image_size, imagenet_dir)
-    indices = select_indices(len(test_set), skip, max_points)
+    dataset = config.dataset or meta["dataset"]
+    sigma = config.sigma if config.sigma is not None else meta["sigma"]
+    smooth_noise = make_noise(config.noise or meta["noise"], sigma)
+    mode = sampling_mode(config.sampling, smooth_noise)
+    test_set = data.load_split(dataset, config.split, root, image_size, imagenet_dir)
+    indices = select_indices(len(test_set), config.skip, config.max)
     block = shard_block(indices, k, total)
     _check_inputs(test_set, meta, dataset)
     settings = {
@@ -104,33 +85,33 @@ def certify_to_tsv(
         **_identity(meta, dataset, smooth_noise),
         "model": str(model_path),
         "model_sha256": fmt.file_sha256(model_path),
-        "split": split,
+        "split": config.split,
         "dataset_size": len(test_set),
         "num_classes": int(meta["num_classes"]),
         "scale": smooth_noise.scale,
         "bounds": list(smooth_noise.bounds),
-        "n0": n0,
-        "n": n,
-        "alpha": alpha,
-        "batch": batch,
-        "seed": seed,
-        "skip": skip,
-        "max": max_points,
+        "n0": config.n0,
+        "n": config.n,
+        "alpha": config.alpha,
+        "batch": config.batch,
+        "seed": config.seed,
+        "skip": config.skip,
+        "max": config.max,
         "shard": k,
         "shards": total,
         "points": len(block),
         "total_points": len(indices),
         "columns": fmt.columns(smooth_noise.name),
         "code": code_digest(),
-        "sampling": sampling,
+        "sampling": config.sampling,
     }
     settings |= mode.check({**settings, "radii": radii})
-    settings["precision"] = precision
+    settings["precision"] = config.precision
     draws = mode.draws_per_point(settings)
-    settings["compile"], reason = should_compile(compile, len(block), draws, device)
+    settings["compile"], reason = should_compile(config.compile, len(block), draws, device)
     if already_complete(out, settings):
         return out
-    check_memory(meta["input_shape"], 2 * min(batch, draws), device)  # buffer, scratch
+    check_memory(meta["input_shape"], 2 * min(config.batch, draws), device)  # buffer, scratch
     partial = partial_path(out)
     with exclusive_lock(partial):
         if already_complete(out, settings):  # finished by the writer that held the lock

@@ -7,8 +7,12 @@ import sys
 
 import click
 
+from l1cert.config import CertifyConfig, TrainConfig, click_options, from_options
 from l1cert.names import DEFAULT_RADII
+from l1cert.noise import NOISES
 from l1cert.utils import L1CertError, parse_radii
+
+_NOISES = ", ".join(NOISES)
 
 
 class _Group(click.Group):
@@ -60,7 +64,7 @@ def _set_threads(threads: int | None) -> None:
 
 
 @main.command()
-@click.option("--noise", required=True, help="gaussian, laplace or uniform.")
+@click.option("--noise", required=True, help=f"Smoothing noise: {_NOISES}.")
 @click.option("--sigma", type=float, required=True, help="Per-coordinate std of the noise.")
 @click.option("--pa", type=float, required=True, help="Lower bound of the top class probability.")
 @click.option("--pb", type=float, help="Upper bound of the runner-up (default 1 - pa).")
@@ -75,44 +79,21 @@ def radius(noise, sigma, pa, pb, bounds):
 
 @main.command()
 @click.option("--model", "model_path", required=True, help="Checkpoint (model.pt).")
-@click.option("--dataset", help="Dataset (default: the checkpoint's).")
-@click.option("--split", default="test", show_default=True)
 @_data_options
-@click.option("--noise", help="Smoothing noise (default: the checkpoint's).")
-@click.option("--sigma", type=float, help="Noise std (default: the checkpoint's).")
-@click.option("--n0", type=int, default=100, show_default=True, help="Selection draws.")
-@click.option("--n", type=int, default=100_000, show_default=True, help="Estimation draws.")
-@click.option("--alpha", type=float, default=0.001, show_default=True, help="Failure prob.")
-@click.option("--batch", type=int, default=1000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click_options(CertifyConfig)
 @click.option("--shard", default="1/1", show_default=True, help="This shard k/K (1-based).")
-@click.option("--skip", type=int, default=1, show_default=True, help="Every skip-th point.")
-@click.option("--max", "max_points", type=int, default=-1, show_default=True, help="-1: all.")
-@click.option(
-    "--sampling",
-    default="fixed",
-    show_default=True,
-    help="fixed: n draws per point (Cohen et al.); sequential: stop once the point's "
-    "bucket among --radii is decided, n being the cap.",
-)
+@click.option("--shards", type=int, multiple=True, help="The pipeline's shard list 1..K.")
 @click.option("--radii", help="Comma-separated l1 radii a sequential run decides.")
-@click.option(
-    "--compile",
-    default="off",
-    show_default=True,
-    help="torch.compile the model: on, off, or auto (when the job is large enough).",
-)
-@click.option("--precision", default="fp32", show_default=True, help="fp32 or bf16 forward.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=int, help="torch threads (default: torch's own).")
 @click.option("--out", required=True, help="Output TSV (sidecar: same path, .json).")
-def certify(model_path, threads, out, max_points, radii, **options):
+def certify(model_path, threads, out, radii, shards, **options):
     """Certify a test split (or one shard of it) into a TSV; rerun to resume."""
     from l1cert.certify import certify_to_tsv
 
     _set_threads(threads)
     radii = parse_radii(radii) if radii else None
-    certify_to_tsv(model_path, out, max_points=max_points, radii=radii, **options)
+    certify_to_tsv(model_path, out, radii=radii, shard_list=shards, **options)
 
 
 @main.command()
@@ -141,44 +122,18 @@ def data(dataset, root, image_size, imagenet_dir, manifest):
     click.echo(f"{dataset}: {sizes} images; sha256 {doc['checksum']['sha256'][:16]}...", err=True)
 
 
-def _train_options(command):
-    """One option per field of TrainConfig (type2's as --type2-<name>): flags, defaults and
-    help come from the dataclass. Each also answers to the spelling the pipeline passes on,
-    the params.yaml key itself (--batch_size, --type2.norm), as DVC's ${train} writes it."""
-    from l1cert.train_config import cli_fields
-
-    for name, field in reversed(cli_fields()):
-        key = name.replace("type2_", "type2.", 1) if name.startswith("type2_") else name
-        flags = [f"--{name.replace('_', '-')}"] + ([f"--{key}"] if "_" in name else [])
-        kind = {"int": int, "float": float}.get(str(field.type), str)
-        required = field.default is None
-        default = None if required else field.default
-        command = click.option(
-            *flags,
-            name,
-            type=kind,
-            default=default,
-            required=required,
-            show_default=not required,
-            help=field.metadata.get("help"),
-        )(command)
-    return command
-
-
 @main.command()
-@_train_options
+@click_options(TrainConfig)
 @_data_options
 @click.option("--device", default="auto", show_default=True)
-@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers.")
 @click.option("--threads", type=int, help="torch threads (default: torch's own).")
 @click.option("--out", required=True, help="Output directory; rerun with it to resume.")
-def train(root, imagenet_dir, device, workers, threads, out, **options):
+def train(root, imagenet_dir, device, threads, out, **options):
     """Train a base classifier under noise (type1) or SmoothAdv (type2); rerun to resume."""
     from l1cert.train import train
-    from l1cert.train_config import from_options
 
     _set_threads(threads)
-    metrics = train(from_options(options), out, root, imagenet_dir, device, workers)
+    metrics = train(from_options(TrainConfig, options), out, root, imagenet_dir, device)
     click.echo(json.dumps(metrics), err=True)
 
 
@@ -188,7 +143,7 @@ def train(root, imagenet_dir, device, workers, threads, out, **options):
 @click.option("--format", "fmt", required=True, help="cohen, smoothadv or torchvision.")
 @click.option("--arch", help="cifar_resnet20/110 or resnet50 (default: the checkpoint's).")
 @click.option("--dataset", required=True, help="cifar10 or imagenet.")
-@click.option("--noise", required=True, help="Smoothing noise to certify with.")
+@click.option("--noise", required=True, help=f"Smoothing noise to certify with: {_NOISES}.")
 @click.option("--sigma", type=float, required=True, help="Per-coordinate std of the noise.")
 @click.option("--training", default="type1", show_default=True, help="type1 or type2.")
 @click.option("--name", help="Model name (default: <format>-<file stem>).")
@@ -231,6 +186,17 @@ def report(certify_files, out_dir, radii, metrics, fig6_sigma, dataset, label):
     from l1cert.report import build_report
 
     build_report(certify_files, out_dir, parse_radii(radii), metrics, fig6_sigma, dataset, label)
+
+
+@main.command("dvc-yaml")
+@click.option("--params", default="params.yaml", show_default=True, help="The experiment.")
+@click.option("--out", default="dvc.yaml", show_default=True, help="Where to write.")
+def dvc_yaml(params, out):
+    """Write dvc.yaml: the pipeline's stages for DVC, from the command builders that the
+    Snakefile's rules use too (its sampling decides whether certify depends on the radii)."""
+    from l1cert.pipeline import write_dvc_yaml
+
+    click.echo(f"wrote {write_dvc_yaml(params, out)}", err=True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@ if TYPE_CHECKING:  # the noise table is read without torch (report, workflow); s
 
 from l1cert.utils import L1CertError
 
+# σ is in [0, 1] pixel units: beyond this a smoothed classifier sees only noise, and a typo
+# (1e308) is refused before it overflows a scale or a sampler.
+SIGMA_MAX = 10.0
+
 
 class Noise:
     """Additive iid noise with per-coordinate standard deviation `sigma`."""
@@ -24,9 +28,12 @@ class Noise:
     samplings: ClassVar[tuple[str, ...]] = ("fixed", "sequential")  # l1cert.sampling's modes
 
     def __init__(self, sigma: float):
-        sigma = float(sigma)
-        if not sigma > 0 or not math.isfinite(sigma):
-            raise L1CertError(f"sigma must be a positive number, got {sigma}")
+        try:
+            sigma = float(sigma)
+        except (TypeError, ValueError):
+            raise L1CertError(f"sigma must be a positive number, got {sigma!r}") from None
+        if not 0 < sigma <= SIGMA_MAX:
+            raise L1CertError(f"sigma must be a positive number at most {SIGMA_MAX:g}, got {sigma}")
         self.sigma = sigma
 
     @property

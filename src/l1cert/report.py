@@ -270,6 +270,14 @@ def expected_outputs(
     return files
 
 
+def plot_outputs(out_dir: str | Path, datasets: Iterable[str]) -> list[Path]:
+    """Of `expected_outputs`, what DVC shows as plots: the PNG figures and, per bound, its
+    certified accuracy against radius for every model."""
+    out, datasets = Path(out_dir), sorted(set(datasets))
+    figures = [p for p in expected_outputs(out, datasets) if p.suffix == ".png"]
+    return figures + [out / "plots" / f"{d}-{b}.csv" for d in datasets for b in all_bounds()]
+
+
 def metrics(rows: Sequence[Row], radii: Sequence[float]) -> dict:
     """{'<dataset>/<model>/<bound>': {points, clean_accuracy, abstention_rate, acr,
     certified_accuracy: {'<r>': value}}}: two levels, readable by `dvc metrics show`."""

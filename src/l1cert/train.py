@@ -25,10 +25,10 @@ from tqdm import tqdm
 
 from l1cert import __version__
 from l1cert.attacks import smoothadv_pgd
+from l1cert.config import TrainConfig, Type2Config
 from l1cert.data import dataset_info, load_split
 from l1cert.models import build_model, check_fits, load_checkpoint, save_model
 from l1cert.noise import Noise, make_noise
-from l1cert.train_config import TrainConfig, Type2Config
 from l1cert.utils import L1CertError, atomic_path, atomic_write_text, check_memory, resolve_device
 
 CHECKPOINT_FORMAT = "l1cert-train/1"
@@ -43,7 +43,6 @@ def train(
     root: str | os.PathLike = "data",
     imagenet_dir: str | os.PathLike | None = None,
     device: str = "auto",
-    workers: int = 0,
 ) -> dict:
     """Train (or resume) into `out`: model.pt, train-log.csv, metrics.json.
 
@@ -51,8 +50,7 @@ def train(
     once model.pt is written, so a later run with changed settings starts afresh.
     """
     config.validate()
-    if workers < 0:
-        raise L1CertError(f"--workers must be 0 or more, got {workers}")
+    workers = config.workers
     out, device = Path(out), resolve_device(device)
     if out.exists() and not out.is_dir():
         raise L1CertError(f"--out {out} is a file; training writes a directory")

@@ -10,6 +10,7 @@
 rule certify:
     input:
         MANIFEST,
+        code("certify"),
         model=f"{MODEL_DIR}/model.pt",
     output:
         tsv=f"{CERTIFY}/shard-{{scatteritem}}.tsv",
@@ -17,9 +18,9 @@ rule certify:
     log:
         "logs/certify/{dataset}/{model}/shard-{scatteritem}.log",
     params:
-        shard=lambda wildcards: wildcards.scatteritem.replace("-of-", "/"),
-        data=data_options,
-        certify=certify_options,
+        cmd=lambda w, input, output, threads: pipeline.certify_command(
+            SOURCE, input.model, w.scatteritem.replace("-of-", "/"), threads, output.tsv
+        ),
     threads: config["resources"]["certify"]["threads"]
     resources:
         gpu=config["resources"]["certify"]["gpu"],
@@ -28,20 +29,23 @@ rule certify:
     conda:
         "../envs/l1cert.yaml"
     shell:
-        "l1cert certify --model {input.model:q} {params.certify} {params.data}"
-        " --shard {params.shard} --device auto --threads {threads} --out {output.tsv:q}"
-        " > {log} 2>&1"
+        "{params.cmd} > {log} 2>&1"
 
 
 rule merge:
     input:
-        gather.certify(f"{CERTIFY}/shard-{{scatteritem}}.tsv", allow_missing=True),
+        code("merge"),
+        shards=gather.certify(f"{CERTIFY}/shard-{{scatteritem}}.tsv", allow_missing=True),
     output:
         tsv=f"{CERTIFY}.tsv",
         json=f"{CERTIFY}.json",
     log:
         "logs/merge/{dataset}/{model}.log",
+    params:
+        cmd=lambda w, input, output: pipeline.merge_command(
+            SOURCE, " ".join(map(shlex.quote, input.shards)), output.tsv
+        ),
     conda:
         "../envs/l1cert.yaml"
     shell:
-        "l1cert merge {input:q} --out {output.tsv:q} > {log} 2>&1"
+        "{params.cmd} > {log} 2>&1"

@@ -5,13 +5,16 @@ import re
 import shlex
 from pathlib import Path
 
+from l1cert import pipeline
 from l1cert.report import expected_outputs
+from l1cert.utils import L1CertError, parse_radii
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
-validate(config, "../schemas/params.schema.yaml")
+# The schema's train: and certify: sections come from l1cert.config's dataclasses.
+validate(config, pipeline.params_schema_file(Path(workflow.basedir) / "workflow/schemas/params.schema.yaml"))
 
 
 def check_finite(node, where="config"):
@@ -34,6 +37,12 @@ SHARDS = config["certify"]["shards"]
 
 if sorted(SHARDS) != list(range(1, len(SHARDS) + 1)):
     raise WorkflowError(f"certify.shards must list the shard numbers 1..K once each, not {SHARDS}")
+try:  # what every certify and report job would refuse hours later, refused now
+    RADII = parse_radii(config["report"]["radii"])
+except L1CertError as err:
+    raise WorkflowError(f"report.radii: {err}") from None
+if RADII != sorted(set(RADII)) or not all(math.isfinite(r) for r in RADII):
+    raise WorkflowError(f"report.radii must be increasing finite numbers, not {config['report']['radii']!r}")
 
 # A model is named <noise>-<training>-s<sigma>, sigma written as Python's str() writes it
 # (0.5, 1.0): the same text DVC's ${item.sigma} gives, so both engines agree on paths.
@@ -79,31 +88,13 @@ CERTIFY = "results/certify/{dataset}/{model}"
 REPORT = [str(path) for path in expected_outputs("results", [DATASET])]
 
 
-def data_options(wildcards=None):
-    """Where the dataset lives, for every command that reads it (ImageNet: $IMAGENET_DIR)."""
-    return f"--root {shlex.quote(config['data']['root'])} --image-size {config['data']['image_size']}"
+SOURCE = pipeline.Source(config)  # each rule's command line, built as dvc.yaml's is
 
 
-def certify_options(wildcards=None):
-    """The certify section as options; sequential sampling decides the report's radii."""
-    options = cli_options(config["certify"], skip=("shards",))
-    if config["certify"]["sampling"] == "sequential":
-        options += f" --radii {shlex.quote(config['report']['radii'])}"
-    return options
-
-
-def cli_options(section, prefix="", skip=()):
-    """A params section as `l1cert` options, spelled as DVC's ${section} writes them
-    (`--batch_size 64 --type2.norm linf`), so both engines pass the same values."""
-    options = []
-    for key, value in section.items():
-        if key in skip:
-            continue
-        if isinstance(value, dict):
-            options.append(cli_options(value, f"{prefix}{key}."))
-        else:
-            options.append(f"--{prefix}{key} {shlex.quote(str(value))}")
-    return " ".join(options)
+def code(command):
+    """The l1cert modules `l1cert COMMAND` runs: inputs, so that editing them reruns the jobs
+    they decide, as DVC's code deps do (one function computes both)."""
+    return pipeline.code_deps(command)
 
 
 def every_model(pattern):

@@ -3,13 +3,15 @@
 
 
 rule data:
+    input:
+        code("data"),
     output:
         MANIFEST,
     log:
         "logs/data/{dataset}.log",
     params:
-        data=data_options,
+        cmd=lambda wildcards, output: pipeline.data_command(SOURCE, wildcards.dataset, output[0]),
     conda:
         "../envs/l1cert.yaml"
     shell:
-        "l1cert data --dataset {wildcards.dataset} {params.data} --manifest {output} > {log} 2>&1"
+        "{params.cmd} > {log} 2>&1"

@@ -5,15 +5,17 @@
 rule import_model:
     input:
         lambda wildcards: IMPORTED[wildcards.imported]["path"],
+        code("import"),
     output:
         model=f"{IMPORTED_DIR}/model.pt",
     log:
         "logs/import/{dataset}/{imported}.log",
     params:
         # the entry as options (--name ... --path ...), the spelling DVC's ${item} writes
-        entry=lambda wildcards: cli_options(IMPORTED[wildcards.imported]),
+        cmd=lambda w, output: pipeline.import_command(
+            SOURCE, pipeline.cli_options(IMPORTED[w.imported]), w.dataset, output.model
+        ),
     conda:
         "../envs/l1cert.yaml"
     shell:
-        "l1cert import {params.entry} --dataset {wildcards.dataset} --out {output.model:q}"
-        " > {log} 2>&1"
+        "{params.cmd} > {log} 2>&1"

@@ -1,17 +1,20 @@
 # Tables, figures, plot data and metrics from the merged certificates; the figures and tables
 # carry the captions `l1cert report` writes, for `snakemake --report report.html`.
 
+
 rule report:
     input:
-        every_model(f"{CERTIFY}.tsv"),
+        code("report"),
+        merged=every_model(f"{CERTIFY}.tsv"),
     output:
         [in_report(path) for path in REPORT],
     log:
         "logs/report.log",
     params:
-        radii=config["report"]["radii"],
+        cmd=lambda w, input: pipeline.report_command(
+            SOURCE, " ".join(map(shlex.quote, input.merged)), "results", "results/metrics.json"
+        ),
     conda:
         "../envs/l1cert.yaml"
     shell:
-        "l1cert report {input} --out-dir results --radii {params.radii}"
-        " --metrics results/metrics.json > {log} 2>&1"
+        "{params.cmd} > {log} 2>&1"

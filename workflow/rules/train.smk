@@ -6,6 +6,7 @@
 rule train:
     input:
         MANIFEST,
+        code("train"),
     output:
         model=f"{TRAINED_DIR}/model.pt",
         log=f"{TRAINED_DIR}/train-log.csv",
@@ -13,9 +14,9 @@ rule train:
     log:
         "logs/train/{dataset}/{noise}-{training}-s{sigma}.log",
     params:
-        out=TRAINED_DIR,
-        data=data_options,
-        train=cli_options(config["train"]),
+        cmd=lambda w, threads: pipeline.train_command(
+            SOURCE, w.dataset, w.noise, w.sigma, w.training, threads, TRAINED_DIR.format(**w)
+        ),
     threads: config["resources"]["train"]["threads"]
     resources:
         gpu=config["resources"]["train"]["gpu"],
@@ -24,6 +25,4 @@ rule train:
     conda:
         "../envs/l1cert.yaml"
     shell:
-        "l1cert train --dataset {wildcards.dataset} {params.train}"
-        " --noise {wildcards.noise} --sigma {wildcards.sigma} --training {wildcards.training}"
-        " {params.data} --device auto --threads {threads} --out {params.out:q} > {log} 2>&1"
+        "{params.cmd} > {log} 2>&1"
