@@ -130,6 +130,9 @@ class TrainConfig(_Checked):
     lr_gamma: float = _option(0.1, "Factor of each lr decay.", low=0.0, low_open=True, high=1.0)
     momentum: float = _option(0.9, "SGD momentum.", low=0.0, high=1.0, high_open=True)
     weight_decay: float = _option(1e-4, "L2 weight decay.", low=0.0, high=1.0)
+    label_smoothing: float = _option(
+        0.0, "Label smoothing of the cross-entropy.", low=0.0, high=1.0, high_open=True
+    )
     seed: int = _option(0, "Seed of initialization, shuffling and noise.", low=0, high=SEED_MAX)
     workers: int = _option(0, "DataLoader worker processes.", low=0, high=256)
     type2: Type2Config | None = None  # settings for type2; None means the defaults
@@ -146,6 +149,11 @@ class TrainConfig(_Checked):
             raise L1CertError(
                 f"workers {self.workers} exceeds this machine's {os.cpu_count()} CPUs"
             )
+
+    @staticmethod
+    def defaults() -> dict:
+        """{setting: default} of the fields that have one."""
+        return {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not None}
 
     def settings(self) -> dict:
         """What defines the run: a checkpoint resumes only under the same settings (where the
@@ -256,17 +264,15 @@ def field_schema(f: dataclasses.Field) -> dict:
 
 
 def section_schema(cls) -> dict:
-    """The params file's section for `cls`: every param field, required, nothing else."""
-    properties = {
-        f.name: field_schema(f)
-        for f in dataclasses.fields(cls)
-        if f.metadata and f.metadata["param"]
-    }
+    """The params file's section for `cls`: every param field, nothing else; those without a
+    default are required (a missing one takes the dataclass's default in both engines)."""
+    params = [f for f in dataclasses.fields(cls) if f.metadata and f.metadata["param"]]
+    properties = {f.name: field_schema(f) for f in params}
     if cls is TrainConfig:
         properties["type2"] = section_schema(Type2Config)
     return {
         "type": "object",
         "additionalProperties": False,
-        "required": list(properties),
+        "required": [f.name for f in params if f.default is None],
         "properties": properties,
     }

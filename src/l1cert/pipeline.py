@@ -145,7 +145,7 @@ def params_schema(base: str | Path) -> dict:
     schema["properties"]["train"] = section_schema(TrainConfig)
     certify = section_schema(CertifyConfig)
     certify["properties"]["shards"] = schema["$defs"]["shards"]
-    certify["required"].append("shards")
+    certify["required"].append("shards")  # both engines iterate over it
     certify["if"] = {"properties": {"sampling": {"const": "sequential"}}}
     certify["then"] = {"properties": {"n": {"minimum": FIRST_LOOK}}}
     schema["properties"]["certify"] = certify

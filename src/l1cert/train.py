@@ -133,13 +133,20 @@ def _finished(out: Path, config: TrainConfig) -> dict | None:
         return None
     meta = load_checkpoint(model_file).get("meta", {})
     ours = config.settings()
-    changed = sorted(k for k in ours if meta.get(k) != ours[k])
+    changed = _changed(meta, ours)
     if changed:
         raise L1CertError(
             f"{model_file} was trained with other settings ({', '.join(changed)}); "
             "use another --out or remove it to start over"
         )
     return meta["metrics"]
+
+
+def _changed(theirs: dict, ours: dict) -> list[str]:
+    """The settings of `ours` that a run made with `theirs` differs on; a setting added after
+    that run was made counts as its default."""
+    defaults = TrainConfig.defaults()
+    return sorted(k for k in ours if theirs.get(k, defaults.get(k)) != ours[k])
 
 
 def _epoch_seeds(seed: int, epoch: int) -> list[int]:
@@ -163,7 +170,9 @@ def _train_epoch(model, loader, optimizer, noise, noise_rng, config, epoch, devi
     for x, y in bar:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         type2 = t2 if config.training == "type2" else None
-        loss, logits, y = train_step(model, optimizer, x, y, noise, noise_rng, type2, epsilon)
+        loss, logits, y = train_step(
+            model, optimizer, x, y, noise, noise_rng, type2, epsilon, config.label_smoothing
+        )
         if not torch.isfinite(loss):
             raise L1CertError(
                 f"training diverged: loss {loss.item()} in epoch {epoch + 1} (lower --lr?); "
@@ -183,7 +192,9 @@ def _train_epoch(model, loader, optimizer, noise, noise_rng, config, epoch, devi
     }
 
 
-def train_step(model, optimizer, x, y, noise, noise_rng, type2=None, epsilon=0.0):
+def train_step(
+    model, optimizer, x, y, noise, noise_rng, type2=None, epsilon=0.0, label_smoothing=0.0
+):
     """One SGD step on noisy inputs (type2 given: SmoothAdv's m adversarial noisy copies)."""
     if type2 is None:
         inputs = x + noise.sample_(torch.empty_like(x), noise_rng)
@@ -192,7 +203,7 @@ def train_step(model, optimizer, x, y, noise, noise_rng, type2=None, epsilon=0.0
         x = smoothadv_pgd(model, x, y, draws, type2.norm, epsilon, type2.steps)
         inputs, y = (x.unsqueeze(0) + draws).flatten(0, 1), y.repeat(type2.samples)
     logits = model(inputs)
-    loss = F.cross_entropy(logits, y)
+    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -246,8 +257,7 @@ def _resume(path: Path, config, model, optimizer, scheduler, log, device) -> int
     state = load_checkpoint(path, map_location=device)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise L1CertError(f"{path} is not an l1cert training checkpoint; remove it to start over")
-    theirs, ours = state["settings"], config.settings()
-    changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+    changed = _changed(state["settings"], config.settings())
     if changed:
         raise L1CertError(
             f"{path} was made with other settings ({', '.join(changed)}); "
