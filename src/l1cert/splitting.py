@@ -1,0 +1,221 @@
+"""Splitting noise and its deterministic ℓ1 certificate (Levine & Feizi, ICML 2021, arXiv
+2103.10834).
+
+Splitting noise replaces each coordinate by the middle of the cell that holds it, where the
+cells are intervals of width 2λ cut at a per-coordinate offset s_i (and clipped to [0, 1]).
+Two inputs land in different cells of coordinate i with probability min(1, |δ_i|/(2λ)) as soon
+as s_i is marginally uniform on [0, 2λ), so a union bound certifies the smoothed classifier in
+ℓ1. SSN draws the offsets iid; DSSN (deterministic SSN) shifts one fixed template v by a single
+scalar s, s_i = (v_i + s) mod 2λ. For inputs on a grid of step 1/q with L = 2λq an integer and
+v itself on that grid, only L values of s give different splits, so the class probabilities are
+vote counts over L inputs: exact, with no sampling and no abstention. The certificate is an
+integer one: an on-grid x' at ℓ1 distance m/q changes at most m of the L votes.
+
+The template is kept on the grid (multiples of 1/q) on purpose: every cut then sits half a grid
+step from any pixel value, so float32 arithmetic decides each cell exactly. With a continuous
+template a cut can sit within float error of a pixel value and one grid step can flip two votes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from l1cert.utils import L1CertError
+
+# A float32 pixel k/q is within 6e-8 of it; 1e-5 is far below half a grid step for any q < 10⁴.
+ON_GRID_TOL = 1e-5
+
+
+def _check_grid(grid) -> int:
+    if isinstance(grid, bool) or not isinstance(grid, (int, np.integer)) or grid < 1:
+        raise L1CertError(f"the grid q must be a positive integer, got {grid!r}")
+    return int(grid)
+
+
+def half_width(sigma: float, grid: int) -> float:
+    """λ matched to uniform noise of standard deviation σ (λ = √3·σ), rounded down to a
+    multiple of 1/(2q) so that L = 2λq, the number of DSSN offsets, is an integer."""
+    q = _check_grid(grid)
+    sigma = float(sigma)
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise L1CertError(f"sigma must be a finite positive number, got {sigma} (grid q={q})")
+    # The tolerance keeps an exact multiple (L = 57 computed as 56.99999999999999) at 57.
+    L = math.floor(2 * math.sqrt(3) * sigma * q + 1e-9)
+    if L < 2:
+        raise L1CertError(f"sigma={sigma:g} on the grid q={q} gives L={L} splits; need L >= 2")
+    return L / (2 * q)
+
+
+def num_offsets(lam: float, grid: int) -> int:
+    """L = 2λq, the number of distinct DSSN splits of an on-grid input."""
+    q = _check_grid(grid)
+    L = round(2 * lam * q)
+    if L < 1 or abs(2 * lam * q - L) > 1e-6:
+        raise L1CertError(
+            f"2·lam·q must be a positive integer; lam={lam!r}, q={q} gives {2 * lam * q}"
+        )
+    return L
+
+
+def split(x: torch.Tensor, offsets: torch.Tensor, lam: float) -> torch.Tensor:
+    """The split input: per coordinate, the middle of the [0, 1]-clipped cell of width 2λ
+    (cut at offset + 2λk) that holds x. A point on a cut belongs to the cell on its left.
+
+    x and offsets broadcast against each other (offsets may carry leading batch dims)."""
+    width = 2 * lam
+    right = offsets + width * torch.ceil((x - offsets) / width)  # the cell's right end
+    return (right.clamp(max=1.0) + (right - width).clamp(min=0.0)) / 2
+
+
+def random_offsets(
+    shape: Sequence[int],
+    lam: float,
+    generator: torch.Generator | None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """SSN offsets, iid U[0, 2λ) per coordinate (the generator must live on `device`).
+
+    float rounding may return 2λ itself; that cuts the line exactly where 0 does."""
+    return torch.rand(tuple(shape), generator=generator, device=device, dtype=dtype) * (2 * lam)
+
+
+def make_template(shape: Sequence[int], lam: float, grid: int, seed: int) -> torch.Tensor:
+    """The DSSN template v, a property of the model (stored in its checkpoint, used in training
+    and certification): v_i iid uniform on the grid points {0, 1/q, …, (L−1)/q} of [0, 2λ).
+
+    Drawn on the CPU from a generator seeded with `seed`, so every machine rebuilds the same v.
+    For s ~ U[0, 2λ), (v_i + s) mod 2λ is U[0, 2λ) for any fixed v_i, as the bound needs."""
+    L = num_offsets(lam, grid)
+    steps = torch.randint(0, L, tuple(shape), generator=torch.Generator().manual_seed(seed))
+    return (steps.double() / grid).float().contiguous()
+
+
+def _template_steps(template: torch.Tensor, L: int, grid: int) -> torch.Tensor:
+    """The template in grid steps, k_i = v_i·q, checked to be integers in [0, L)."""
+    scaled = template.double() * grid
+    steps = torch.round(scaled)
+    if not torch.all((scaled - steps).abs() <= 1e-3) or not torch.all((steps >= 0) & (steps < L)):
+        raise L1CertError(
+            f"the DSSN template must hold multiples of 1/{grid} in [0, 2·lam) = [0, {L}/{grid}); "
+            "make it with make_template"
+        )
+    return steps.long()
+
+
+def dssn_offsets(template: torch.Tensor, lam: float, grid: int) -> torch.Tensor:
+    """The L DSSN offsets, shape (L, *template.shape): s_j = (v + (j + ½)/q) mod 2λ.
+
+    Computed in integer grid steps, ((k + j) mod L + ½)/q in float64, then cast to the
+    template's dtype: the mod is exact and every offset sits half a step off the grid."""
+    L = num_offsets(lam, grid)
+    steps = _template_steps(template, L, grid)
+    j = torch.arange(L, device=template.device).view(L, *([1] * template.dim()))
+    return (((steps + j) % L).double() + 0.5).div(grid).to(template.dtype)
+
+
+def _off_grid(x: torch.Tensor, grid: int) -> torch.Tensor:
+    """Per coordinate: farther than ON_GRID_TOL from every k/q with k = 0…q."""
+    scaled = x.detach().double() * grid
+    steps = torch.round(scaled)
+    return ((scaled - steps).abs() > ON_GRID_TOL * grid) | (steps < 0) | (steps > grid)
+
+
+def check_on_grid(x: torch.Tensor, grid: int, what: str = "input") -> None:
+    """Refuse an x with a coordinate farther than ON_GRID_TOL from every k/q, k = 0…q.
+
+    The certificate holds for on-grid inputs only; an off-grid input is an error, never
+    silently rounded."""
+    q = _check_grid(grid)
+    bad = _off_grid(x, q)
+    if torch.any(bad):
+        first = tuple(int(i) for i in torch.nonzero(bad)[0])
+        value = float(x.detach()[first])
+        raise L1CertError(f"{what} is not on the grid k/{q} in [0, 1]: {value!r} at {first}")
+
+
+def count_votes(
+    classify: Callable[[torch.Tensor], torch.Tensor],
+    xs: torch.Tensor,
+    template: torch.Tensor,
+    lam: float,
+    grid: int,
+    num_classes: int,
+    batch_size: int,
+) -> torch.Tensor:
+    """Exact DSSN vote counts N_c, a LongTensor (points, num_classes) on xs's device.
+
+    The L split copies of every point are packed into forward batches of at most
+    `batch_size` rows (one point's copies may straddle two batches), so the accelerator is
+    never fed a short batch per point. `classify(batch) -> labels` sees rows in order."""
+    if batch_size < 1:
+        raise L1CertError(f"batch_size must be positive, got {batch_size}")
+    if tuple(xs.shape[1:]) != tuple(template.shape):
+        raise L1CertError(
+            f"inputs of shape {tuple(xs.shape[1:])} but a template of {tuple(template.shape)}"
+        )
+    points = xs.shape[0]
+    bad = _off_grid(xs, _check_grid(grid)).flatten(1).any(dim=1)
+    if torch.any(bad):
+        i = int(torch.nonzero(bad)[0])
+        check_on_grid(xs[i], grid, what=f"point {i} of {points}")
+    offsets = dssn_offsets(template.to(device=xs.device, dtype=xs.dtype), lam, grid)
+    L = offsets.shape[0]
+    bins = points * num_classes
+    # One extra bin collects labels outside [0, num_classes): checked once at the end, no sync.
+    votes = torch.zeros(bins + 1, dtype=torch.long, device=xs.device)
+    rows = torch.arange(points * L, device=xs.device)
+    with torch.no_grad():
+        for start in range(0, points * L, batch_size):
+            row = rows[start : start + batch_size]
+            owner, j = row // L, row % L
+            labels = classify(split(xs[owner], offsets[j], lam)).long()
+            valid = (labels >= 0) & (labels < num_classes)
+            votes += torch.bincount(
+                torch.where(valid, owner * num_classes + labels, bins), minlength=bins + 1
+            )
+    if votes[bins] != 0:
+        raise L1CertError(f"the classifier returned labels outside 0…{num_classes - 1}")
+    return votes[:bins].view(points, num_classes)
+
+
+@dataclass(frozen=True, eq=False)
+class DSSNCertificate:
+    """Per point: the prediction A and its count, the runner-up B that limits the radius and
+    its count, and the certified ℓ1 radius (on-grid perturbations only)."""
+
+    predict: np.ndarray
+    count: np.ndarray
+    runner_up: np.ndarray
+    count_b: np.ndarray
+    radius: np.ndarray
+
+
+def dssn_certify(counts, grid: int) -> DSSNCertificate:
+    """The exact DSSN certificate from vote counts of shape (points, classes).
+
+    A = argmax (ties to the lowest class, as numpy and torch break them). An on-grid x' at
+    distance m/q moves at most m votes, so against class c the worst case is N_A − m vs
+    N_c + m: A holds while that gap is positive, or zero when a tie still goes to A (A < c).
+    Radius = min over c ≠ A of ⌊(N_A − N_c − t_c)/2⌋ / q, t_c = 1 if c < A else 0. B is the
+    class that attains it (lowest index among equals). One class would have no runner-up and
+    an infinite radius; it is refused rather than written as inf."""
+    q = _check_grid(grid)
+    counts = counts.cpu().numpy() if isinstance(counts, torch.Tensor) else np.asarray(counts)
+    if counts.ndim != 2 or counts.shape[1] < 2:
+        raise L1CertError(f"counts must be (points, classes >= 2), got shape {counts.shape}")
+    counts = counts.astype(np.int64)
+    rows = np.arange(counts.shape[0])
+    a = counts.argmax(axis=1)
+    n_a = counts[rows, a]
+    # N_c + t_c: what each rival needs to reach; A itself is taken out of the running.
+    pressure = counts + (np.arange(counts.shape[1])[None, :] < a[:, None])
+    pressure[rows, a] = np.iinfo(np.int64).min
+    b = pressure.argmax(axis=1)
+    radius = ((n_a - pressure[rows, b]) // 2) / q
+    return DSSNCertificate(a, n_a, b, counts[rows, b], radius)
