@@ -30,6 +30,7 @@ from l1cert.utils import L1CertError
 _SIGMA_IN_PATH = re.compile(r"(?:^|[-_/])(?:s|sigma_|noise_)(?P<sigma>\d+(?:\.\d+)?)(?:$|[-_/])")
 # Row columns that repeat a run setting: each must hold one value, the sidecar's.
 _ROW_SETTINGS = {"noise": str, "sigma": float, "n0": int, "n": int, "alpha": float}
+_DRAWS = ("n0", "alpha")  # a sampling mode's own settings (none for exact counting)
 
 
 def log(message: str) -> None:
@@ -60,6 +61,11 @@ class CertifiedRun:
     hits: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
     abstains: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
     sampling: str = "fixed"
+    # What the certificates cost: forward passes (n0 + n) and seconds per point (NaN where a
+    # file does not say, as Cohen et al.'s), and the training seconds of the model (None: unknown)
+    passes: np.ndarray = field(repr=False, default=None)
+    seconds: np.ndarray = field(repr=False, default=None)
+    train_seconds: float | None = None
 
     @property
     def points(self) -> int:
@@ -121,21 +127,58 @@ def read_certificates(
         bound_radii=radii,
         hits=hits,
         abstains=abstains,
+        passes=_per_point(table, ("n0", "n")),
+        seconds=np.array([_seconds(t) for t in table.column("time", str)]),
+        train_seconds=_train_seconds(settings),
         **identity,
     )
 
 
+def _per_point(table: fmt.Table, columns: tuple[str, ...]) -> np.ndarray:
+    """The sum of these numeric columns per row (NaN where the file lacks one)."""
+    if not all(c in table.header for c in columns):
+        return np.full(len(table.rows), np.nan)
+    return np.sum([np.asarray(table.column(c)) for c in columns], axis=0)
+
+
+def _seconds(text: str) -> float:
+    """A `time` cell: seconds (ours) or H:MM:SS.ffffff (Cohen et al.'s timedelta); NaN if
+    neither."""
+    try:
+        parts = [float(part) for part in text.split(":")]
+    except ValueError:
+        return math.nan
+    if len(parts) > 3 or not all(math.isfinite(p) and p >= 0 for p in parts):
+        return math.nan
+    return sum(part * 60**i for i, part in enumerate(reversed(parts)))
+
+
+def _train_seconds(settings: dict) -> float | None:
+    value = settings.get("train_seconds")
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok and value >= 0 else None
+
+
 def _sidecar_identity(path: Path, settings: dict, table: fmt.Table) -> dict:
-    keys = ("dataset", "training", "noise", "sigma", "model_name", "n0", "n", "alpha")
+    """Who made the rows, from the sidecar; the row columns that repeat a setting must hold
+    the sidecar's one value (n0, n, alpha only where the sampling mode has them)."""
+    from l1cert.sampling import MODES
+
+    keys = ("dataset", "training", "noise", "sigma", "model_name", "n")
     missing = [key for key in keys if key not in settings]
     if missing:
         raise L1CertError(f"{fmt.sidecar_path(path)}: lacks {', '.join(missing)}")
-    sequential = settings.get("sampling") == "sequential"
-    if sequential and max(table.column("n", int)) > settings["n"]:
+    sampling = str(settings.get("sampling", "fixed"))
+    if sampling not in MODES:
+        raise L1CertError(f"{fmt.sidecar_path(path)}: unknown sampling {sampling!r}")
+    estimates = MODES[sampling].estimates
+    if sampling == "sequential" and max(table.column("n", int)) > settings["n"]:
         raise L1CertError(f"{path}: a row drew more than the cap n = {settings['n']}")
     for name, kind in _ROW_SETTINGS.items():
-        if name == "n" and sequential:  # each point's own number of draws, up to the cap
-            continue
+        if (name == "n" and sampling == "sequential") or (name in _DRAWS and not estimates):
+            continue  # each point's own number of draws; or no selection draws, no alpha
+        if name in _DRAWS and name not in settings:
+            raise L1CertError(f"{fmt.sidecar_path(path)}: lacks {name}")
         values = set(table.column(name, str))
         if len(values) > 1:
             shown = ", ".join(sorted(values)[:3])
@@ -143,7 +186,7 @@ def _sidecar_identity(path: Path, settings: dict, table: fmt.Table) -> dict:
         value = values.pop()
         try:
             same = _same(kind(value), settings[name])
-        except ValueError:
+        except (TypeError, ValueError):
             raise L1CertError(f"{path}: column {name}: {value!r} is not valid") from None
         if not same:
             raise L1CertError(
@@ -158,10 +201,10 @@ def _sidecar_identity(path: Path, settings: dict, table: fmt.Table) -> dict:
         "noise": settings["noise"],
         "sigma": float(settings["sigma"]),
         "model": str(settings["model_name"]),
-        "n0": int(settings["n0"]),
+        "n0": int(settings["n0"]) if estimates else None,
         "n": int(settings["n"]),
-        "alpha": float(settings["alpha"]),
-        "sampling": str(settings.get("sampling", "fixed")),
+        "alpha": float(settings["alpha"]) if estimates else None,
+        "sampling": sampling,
     }
 
 
@@ -269,6 +312,24 @@ class Row:
     acr: float
     accuracy: np.ndarray  # at the report radii
 
+    @property
+    def cost(self) -> dict[str, float]:
+        return cost([self.run])
+
+
+def cost(runs: Sequence[CertifiedRun]) -> dict[str, float]:
+    """What the runs' certificates cost: forward passes per point (mean over their points, and
+    in all; selection draws included), certification seconds in all, and the training seconds
+    of their models (NaN where a file does not record it)."""
+    passes = np.concatenate([run.passes for run in runs])
+    trained = [run.train_seconds for run in runs]
+    return {
+        "passes_mean": float(np.mean(passes)),
+        "passes_total": float(np.sum(passes)),
+        "certify_seconds": float(sum(np.sum(run.seconds) for run in runs)),
+        "train_seconds": math.nan if None in trained else float(sum(trained)),
+    }
+
 
 def accuracy_rows(runs: Sequence[CertifiedRun], radii: Sequence[float]) -> list[Row]:
     return [
@@ -295,6 +356,11 @@ class Envelope:
     accuracy: np.ndarray
     best: list[CertifiedRun | None]  # the model achieving it (None where every model has 0)
     members: list[CertifiedRun]
+
+    @property
+    def cost(self) -> dict[str, float]:
+        """What all its models cost together (`cost`)."""
+        return cost(self.members)
 
 
 def envelopes(runs: Sequence[CertifiedRun], radii: Sequence[float]) -> list[Envelope]:
@@ -331,16 +397,29 @@ def radius_grid(runs: Sequence[CertifiedRun], points: int = 400) -> np.ndarray:
 
 
 def settings_text(runs: Sequence[CertifiedRun]) -> str:
-    """'n = 10000, n0 = 100, α = 0.001, fixed sampling' (sets where the files differ)."""
+    """'n = 10000, n0 = 100, α = 0.001, fixed sampling' (sets where the files differ); exact
+    runs add 'exact: L = {55} noise copies per point'."""
 
-    def values(attr, form="{:g}"):
+    def values(runs, attr, form="{:g}"):
         found = sorted({getattr(r, attr) for r in runs if getattr(r, attr) is not None})
         if not found:
             return "unknown"
         shown = ", ".join(form.format(v) for v in found)
         return shown if len(found) == 1 else "{" + shown + "}"
 
-    modes = {r.sampling for r in runs}
-    cap = " (the cap of sequential sampling)" if "sequential" in modes else ""
-    n = f"n = {values('n')}{cap}"
-    return f"{n}, n0 = {values('n0')}, α = {values('alpha')}, {values('sampling', '{}')} sampling"
+    sampled = [r for r in runs if r.sampling != "exact"]
+    exact = [r for r in runs if r.sampling == "exact"]
+    parts = []
+    if sampled or not exact:
+        cap = (
+            " (the cap of sequential sampling)"
+            if any(r.sampling == "sequential" for r in sampled)
+            else ""
+        )
+        parts.append(
+            f"n = {values(sampled, 'n')}{cap}, n0 = {values(sampled, 'n0')}, "
+            f"α = {values(sampled, 'alpha')}, {values(sampled, 'sampling', '{}')} sampling"
+        )
+    if exact:
+        parts.append(f"exact: L = {values(exact, 'n')} noise copies per point")
+    return "; ".join(parts)

@@ -19,10 +19,16 @@ from l1cert.names import NORMS
 L1_STEP_FRACTION = 0.05  # the l1 step moves the top 5% |gradient| coordinates of each example
 
 
-def smoothed_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor):
-    """Per-example CE of the softmax averaged over noise draws; noise is m x (x's shape)."""
+def smoothed_loss(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor, apply=None
+):
+    """Per-example CE of the softmax averaged over noise draws; noise is m x (x's shape).
+
+    `apply(x, draws)` makes the noisy copies (default x + draws; splitting noise passes its
+    straight-through split)."""
     m = noise.shape[0]
-    logits = model((x.unsqueeze(0) + noise).flatten(0, 1))
+    noisy = x.unsqueeze(0) + noise if apply is None else apply(x.unsqueeze(0), noise)
+    logits = model(noisy.flatten(0, 1))
     probs = logits.softmax(dim=1).view(m, x.shape[0], -1).mean(dim=0)
     return F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="none")
 
@@ -36,11 +42,12 @@ def smoothadv_pgd(
     epsilon: float,
     steps: int,
     step_size: float | None = None,
+    apply=None,
 ) -> torch.Tensor:
     """x + δ after `steps` PGD steps (step size 2ε/steps by default), with the model in eval mode.
 
     `noise` (m x batch x C x H x W) is held fixed during the attack, so the caller can train
-    on the same noisy copies.
+    on the same noisy copies; `apply` as in `smoothed_loss`.
     """
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}")
@@ -51,7 +58,7 @@ def smoothadv_pgd(
     model.eval()
     delta = torch.zeros_like(x, requires_grad=True)
     for _ in range(steps):
-        loss = smoothed_loss(model, x + delta, y, noise).sum()
+        loss = smoothed_loss(model, x + delta, y, noise, apply).sum()
         (grad,) = torch.autograd.grad(loss, delta)
         with torch.no_grad():
             delta += _ascent_step(grad, norm, step_size)

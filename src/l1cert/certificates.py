@@ -58,7 +58,8 @@ def cohen(pa, scale):
 
 
 def uniform(pa, scale):
-    """Uniform noise U[−λ, λ] (Lee et al. 2019, Yang et al. 2020): R = 2λ·(p̲A − 1/2)."""
+    """Uniform noise U[−λ, λ] (Lee et al. 2019, Yang et al. 2020): R = 2λ·(p̲A − 1/2); the
+    same for splitting noise (SSN, Levine & Feizi 2021) with its half-width λ."""
     pa = np.asarray(pa, dtype=float)
     return _where(pa > 0.5, lambda p: 2.0 * scale * (p - 0.5), pa)
 
@@ -86,13 +87,18 @@ class Bound:
     """
 
     name: str
-    radius: Callable
+    radius: Callable | None  # None: exact, from vote counts (l1cert.splitting.dssn_certify)
     threshold: Callable | None
     uses_pb: bool
     label: str
     color: str
     style: str
     caption: str
+    panel: bool = True  # its own panel in the per-dataset figures
+
+    @property
+    def exact(self) -> bool:
+        return self.radius is None
 
     def valid(self, pa, pb=None) -> np.ndarray:
         """Where the bound's condition holds: p̲A > p̄B (uses_pb), else p̲A > 1/2."""
@@ -124,7 +130,7 @@ BOUNDS: dict[str, Bound] = {
         Bound(
             "teng_multiclass", teng_multiclass, None, True,
             "Laplace, Thm 1 (teng_multiclass)", "tab:orange", ":",
-            "the Laplace model with Theorem 1 (teng_multiclass)",
+            "the Laplace model with Theorem 1 (teng_multiclass)", panel=False,
         ),
         Bound(
             "cohen", cohen, lambda r, s: _ndtr(r / s), False,
@@ -135,6 +141,17 @@ BOUNDS: dict[str, Bound] = {
             "uniform", uniform, lambda r, s: 0.5 + r / (2.0 * s), False,
             "Uniform, Yang et al.", "tab:purple", "-",
             "the uniform model with Yang et al.'s",
+        ),
+        Bound(
+            "ssn", uniform, lambda r, s: 0.5 + r / (2.0 * s), False,
+            "Splitting (SSN), Levine & Feizi", "tab:brown", "-.",
+            "the splitting-noise model with Levine and Feizi's SSN bound",
+        ),
+        Bound(
+            "dssn", None, None, False,
+            "DSSN (exact), Levine & Feizi", "black", "-",
+            "the DSSN model, certified exactly (no sampling, no abstention) against "
+            "perturbations that stay on the input grid",
         ),
     )
 }  # fmt: skip
@@ -156,6 +173,11 @@ def check_bound(bound: str, noise: str) -> Bound:
 def radius(bound: str, noise: str, scale: float, pa, pb=None):
     """The radius of `bound` for `noise` of the given scale; pb defaults to 1 − pa (binary)."""
     entry = check_bound(bound, noise)
+    if entry.exact:
+        raise L1CertError(
+            f"bound {bound!r} is exact: its radius comes from vote counts over the noise's "
+            "splits (l1cert certify), not from a probability bound"
+        )
     if not entry.uses_pb:
         return entry.radius(pa, scale)
     if pb is None:
@@ -198,7 +220,12 @@ def owner(bound: str) -> str:
     return next(name for name, cls in NOISES.items() if bound in cls.bounds)
 
 
-def single_class_methods() -> list[tuple[str, str]]:
-    """(noise, bound) for every bound with a one-dimensional threshold, in BOUNDS order: the
-    panels of the per-dataset figures and the curves of Fig. 6."""
-    return [(owner(name), name) for name, b in BOUNDS.items() if not b.uses_pb]
+def panel_methods() -> list[tuple[str, str]]:
+    """(noise, bound) for every bound with a panel of its own in the per-dataset figures, in
+    BOUNDS order."""
+    return [(owner(name), name) for name, b in BOUNDS.items() if b.panel]
+
+
+def curve_methods() -> list[tuple[str, str]]:
+    """(noise, bound) for every bound with a radius formula in p̲A alone: Fig. 6's curves."""
+    return [(owner(name), name) for name, b in BOUNDS.items() if b.threshold is not None]

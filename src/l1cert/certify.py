@@ -26,7 +26,7 @@ from l1cert.resume import (
     prepare_partial,
     publish,
 )
-from l1cert.sampling import sampling_mode
+from l1cert.sampling import resolve
 from l1cert.utils import L1CertError, check_memory, resolve_device
 
 if TYPE_CHECKING:  # torch only where certification runs
@@ -45,6 +45,7 @@ def certify_to_tsv(
     shard: str | tuple[int, int] = (1, 1),
     shard_list=(),
     radii: list[float] | None = None,
+    from_params: bool = False,
     device: str = "auto",
     progress: bool = True,
     max_points: int | None = None,
@@ -52,6 +53,8 @@ def certify_to_tsv(
 ) -> Path:
     """Certify this shard's test points into `out` (TSV) and its sidecar; resume if started.
 
+    `from_params`: the options are a params file's certify section, which serves every noise
+    (an exact noise sets aside its sampling settings instead of refusing them).
     `options` are `CertifyConfig`'s fields (dataset, noise, sigma, which default to the
     checkpoint's; n0, n, alpha, batch, seed, skip, max — also as `max_points` —, split,
     sampling, compile, precision). `sampling` names a mode of `l1cert.sampling` ("sequential"
@@ -71,15 +74,17 @@ def certify_to_tsv(
     model_path, out = Path(model_path), Path(out)
     check_out(out)
     device = resolve_device(device)
-    model, meta = models.load_model(model_path, device)
+    model, meta, noise_state = models.load_model_and_noise(model_path, device)
     dataset = config.dataset or meta["dataset"]
     sigma = config.sigma if config.sigma is not None else meta["sigma"]
-    smooth_noise = make_noise(config.noise or meta["noise"], sigma)
-    mode = sampling_mode(config.sampling, smooth_noise)
+    data.check_name(dataset)
+    grid = data.INPUT_GRID[dataset]
+    smooth_noise = make_noise(config.noise or meta["noise"], sigma, grid, **noise_state)
+    mode, draws = resolve(config, smooth_noise, from_params)
     test_set = data.load_split(dataset, config.split, root, image_size, imagenet_dir)
     indices = select_indices(len(test_set), config.skip, config.max)
     block = shard_block(indices, k, total)
-    _check_inputs(test_set, meta, dataset)
+    _check_inputs(test_set, meta, dataset, smooth_noise)
     settings = {
         "format": fmt.SIDECAR_FORMAT,
         **_identity(meta, dataset, smooth_noise),
@@ -89,10 +94,9 @@ def certify_to_tsv(
         "dataset_size": len(test_set),
         "num_classes": int(meta["num_classes"]),
         "scale": smooth_noise.scale,
+        **smooth_noise.sidecar(),
         "bounds": list(smooth_noise.bounds),
-        "n0": config.n0,
-        "n": config.n,
-        "alpha": config.alpha,
+        **draws,
         "batch": config.batch,
         "seed": config.seed,
         "skip": config.skip,
@@ -103,9 +107,9 @@ def certify_to_tsv(
         "total_points": len(indices),
         "columns": fmt.columns(smooth_noise.name),
         "code": code_digest(),
-        "sampling": config.sampling,
+        "sampling": mode.name,
     }
-    settings |= mode.check({**settings, "radii": radii})
+    settings |= mode.check({**settings, "radii": radii, "from_params": from_params})
     settings["precision"] = config.precision
     draws = mode.draws_per_point(settings)
     settings["compile"], reason = should_compile(config.compile, len(block), draws, device)
@@ -158,24 +162,36 @@ def _certify_block(partial, model, noise, mode, test_set, block, done, settings,
 def _draws_text(mode, settings: dict) -> str:
     if mode.name == "fixed":
         return f"{settings['n']} draws/point"
+    if not mode.estimates:
+        return f"{mode.name}: {settings['n']} noise copies/point"
     return f"{mode.name}, at most {mode.draws_per_point(settings)} draws/point"
 
 
 def _identity(meta: dict, dataset: str, noise: Noise) -> dict:
-    """What the report needs to know about the run, from the checkpoint rather than paths."""
+    """What the report needs to know about the run, from the checkpoint rather than paths
+    (with what training the model cost, for the tables' cost columns)."""
     training = str(meta.get("training") or "unknown")
     name = meta.get("name") or f"{noise.name}-{training}-s{noise.sigma}"
+    metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
     return {"dataset": dataset, "training": training, "noise": noise.name,
-            "sigma": noise.sigma, "model_name": str(name)}  # fmt: skip
+            "sigma": noise.sigma, "model_name": str(name),
+            "train_seconds": metrics.get("train_seconds")}  # fmt: skip
 
 
-def _check_inputs(test_set, meta: dict, dataset: str) -> None:
-    """The checkpoint's input shape is the dataset's, before any row is written."""
+def _check_inputs(test_set, meta: dict, dataset: str, noise: Noise) -> None:
+    """The checkpoint's input shape is the dataset's (and its noise state's), before any row
+    is written."""
     shape = list(test_set[0][0].shape) if len(test_set) else None
     if shape != list(meta["input_shape"]):
         raise L1CertError(
             f"the model takes inputs of shape {meta['input_shape']}, {dataset} has {shape}"
         )
+    for name, tensor in noise.state().items():
+        if list(tensor.shape) != shape:
+            raise L1CertError(
+                f"the checkpoint's {noise.name} {name} has shape {list(tensor.shape)}, its "
+                f"inputs {shape}: not the template this model was trained with"
+            )
 
 
 def warn_if_slow(smooth: Smooth, x: torch.Tensor, draws: int, settings: dict) -> None:

@@ -34,10 +34,10 @@ def columns(noise: str) -> list[str]:
     """The full header for a noise (laplace adds count_b and pb_upper for teng_multiclass),
     ending with top_class: ĉA, which `predict` hides (-1) where the primary bound abstains
     though another bound (Theorem 1) may still certify it."""
-    bounds = NOISES[noise].bounds
-    cols = [*COHEN_COLUMNS, *RUN_COLUMNS, *(f"radius_{bound}" for bound in bounds)]
-    if any(BOUNDS[bound].uses_pb for bound in bounds):
-        cols += ["count_b", "pb_upper"]
+    cls = NOISES[noise]
+    cols = [*COHEN_COLUMNS, *RUN_COLUMNS, *(f"radius_{bound}" for bound in cls.bounds)]
+    if any(BOUNDS[b].uses_pb or BOUNDS[b].exact for b in cls.bounds):
+        cols += ["count_b", "pb_upper"]  # exact: the runner-up's votes and share
     return [*cols, "top_class"]
 
 

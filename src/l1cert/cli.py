@@ -84,6 +84,12 @@ def radius(noise, sigma, pa, pb, bounds):
 @click.option("--shard", default="1/1", show_default=True, help="This shard k/K (1-based).")
 @click.option("--shards", type=int, multiple=True, help="The pipeline's shard list 1..K.")
 @click.option("--radii", help="Comma-separated l1 radii a sequential run decides.")
+@click.option(
+    "--from-params",
+    is_flag=True,
+    help="The options are a params file's certify section (the pipeline's): settings that do "
+    "not apply to this model's noise are set aside with a note instead of refused.",
+)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=int, help="torch threads (default: torch's own).")
 @click.option("--out", required=True, help="Output TSV (sidecar: same path, .json).")

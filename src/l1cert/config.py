@@ -180,22 +180,31 @@ class CertifyConfig(_Checked):
         param=False,
     )  # fmt: skip
     split: str = _option("test", "Split to certify.", choices=("train", "test", "val"))
-    n0: int = _option(100, "Selection draws.", low=1, high=10**8)
-    n: int = _option(100_000, "Estimation draws (sequential: the cap).", low=1, high=10**12)
+    n0: int = _option(None, "Selection draws (sampled noises; 100).", low=1, high=10**8)
+    n: int = _option(
+        None, "Estimation draws, the cap of sequential sampling (sampled noises; 100000).",
+        low=1, high=10**12,
+    )  # fmt: skip
     alpha: float = _option(
-        0.001, "Failure probability.", low=0.0, low_open=True, high=1.0, high_open=True
-    )
+        None, "Failure probability (sampled noises; 0.001).", low=0.0, low_open=True, high=1.0,
+        high_open=True,
+    )  # fmt: skip
     batch: int = _option(1000, "Noisy inputs per forward batch.", low=1, high=BATCH_MAX)
     seed: int = _option(0, "Seed of the per-point noise generators.", low=0, high=SEED_MAX)
     skip: int = _option(1, "Every skip-th test point.", low=1, high=10**9)
     max: int = _option(-1, "At most this many points (-1: all).", low=-1, high=10**9)
-    sampling: str = _option("fixed", "How draws are spent (see l1cert.sampling).",
-                            choices=_samplings)  # fmt: skip
+    sampling: str = _option(
+        None, "How noise copies are spent: fixed or sequential for sampled noises (fixed), "
+        "exact for dssn (its only mode).", choices=_samplings,
+    )  # fmt: skip
     compile: str = _option(
         "off", "torch.compile the model: on, off, or auto (when the job is large enough).",
         choices=COMPILE_MODES, what="compile mode",
     )  # fmt: skip
     precision: str = _option("fp32", "Forward precision.", choices=PRECISIONS)
+
+    # What a sampled noise's run takes where n0, n, alpha or sampling are not given.
+    SAMPLED = {"n0": 100, "n": 100_000, "alpha": 0.001, "sampling": "fixed"}
 
     def validate(self, prefix: str = "") -> None:
         super().validate(prefix)

@@ -32,11 +32,17 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED = 0.2, 0
 
 
+# The input grid q of each dataset: its pixels are multiples of 1/q (digits' scans count 0..16,
+# 8-bit images 0..255). DSSN certifies perturbations that stay on it.
+INPUT_GRID = {"digits": 16, "cifar10": 255, "imagenet": 255, "imagefolder": 255}
+
+
 class DatasetInfo(NamedTuple):
     num_classes: int
     input_shape: list[int]
     mean: list[float]
     std: list[float]
+    grid: int
 
 
 def check_name(name: str) -> None:
@@ -245,15 +251,18 @@ def dataset_info(
     check_name(name)
     if name == "digits":
         x, _ = _digits_arrays("train", root)
-        return DatasetInfo(10, [1, 8, 8], [float(x.mean())], [float(x.std())])
+        return DatasetInfo(10, [1, 8, 8], [float(x.mean())], [float(x.std())], INPUT_GRID[name])
     if name == "cifar10":
-        return DatasetInfo(10, [3, 32, 32], CIFAR10_MEAN, CIFAR10_STD)
+        return DatasetInfo(10, [3, 32, 32], CIFAR10_MEAN, CIFAR10_STD, INPUT_GRID[name])
     if name == "imagenet":
         classes = _class_dirs(find_imagenet_dir(imagenet_dir) / "train")
-        return DatasetInfo(len(classes), [3, 224, 224], IMAGENET_MEAN, IMAGENET_STD)
+        return DatasetInfo(
+            len(classes), [3, 224, 224], IMAGENET_MEAN, IMAGENET_STD, INPUT_GRID[name]
+        )
     _check_image_size(image_size)
     classes = _class_dirs(_imagefolder_dir(Path(root)) / "train")
-    return DatasetInfo(len(classes), [3, image_size, image_size], [0.5] * 3, [0.5] * 3)
+    shape = [3, image_size, image_size]
+    return DatasetInfo(len(classes), shape, [0.5] * 3, [0.5] * 3, INPUT_GRID[name])
 
 
 def _check_image_size(image_size: int) -> None:

@@ -83,7 +83,7 @@ def radius_vs_pa(stem: Path, sigma: float) -> list[Path]:
     """Fig. 6: the radius of each method against p̲A, noises matched by standard deviation σ."""
     pa = np.linspace(0.5, 0.9999, 600)
     fig, ax = plt.subplots(figsize=(5.0, 3.8))
-    for noise, bound in certificates.single_class_methods():
+    for noise, bound in certificates.curve_methods():
         scale = NOISES[noise](sigma).scale
         style = _style(bound)
         style["label"] += f" (scale {scale:.3g})"
@@ -140,7 +140,7 @@ def accuracy_per_sigma(
     """One panel per training type × method, one curve per σ."""
     trainings, sigmas = _trainings(runs), _sigmas(runs)
     colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(sigmas), 1)))
-    methods = certificates.single_class_methods()
+    methods = certificates.panel_methods()
     fig, axes = _grid_of_axes(
         len(trainings), len(methods), f"Certified accuracy for each σ: {title}"
     )

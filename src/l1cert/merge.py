@@ -19,6 +19,8 @@ SHARED_SETTINGS = (
     "num_classes", "noise", "sigma", "scale", "n0", "n", "alpha", "seed", "skip", "max",
     "shards", "columns", "code", "sampling", "radii", "looks", "compile", "precision",
 )  # fmt: skip
+# Compared too where a noise records them (Noise.sidecar: DSSN's grid and template).
+NOISE_SETTINGS = ("grid", "offsets", "template_sha256")
 
 
 def _differences(previous: dict, settings: dict, keys) -> list[str]:
@@ -41,7 +43,7 @@ def merge_shards(paths: list[str | os.PathLike], out: str | os.PathLike) -> Path
     if missing:
         raise L1CertError(f"{fmt.sidecar_path(paths[0])} lacks {', '.join(missing)}")
     for path, settings in zip(paths[1:], sidecars[1:], strict=True):
-        changed = _differences(settings, first, SHARED_SETTINGS)
+        changed = _differences(settings, first, SHARED_SETTINGS + NOISE_SETTINGS)
         if changed:
             key = changed[0]
             raise L1CertError(

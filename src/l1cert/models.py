@@ -129,11 +129,17 @@ def build_model(
 # --- checkpoints ---------------------------------------------------------------------------
 
 
-def save_model(path: str | os.PathLike, model: nn.Module, meta: dict) -> None:
-    """Write {"format", "meta", "state_dict"} atomically; meta must rebuild the model."""
+def save_model(
+    path: str | os.PathLike, model: nn.Module, meta: dict, noise_state: dict | None = None
+) -> None:
+    """Write {"format", "meta", "state_dict", "noise_state"} atomically; meta must rebuild the
+    model, noise_state holds the tensors its noise keeps (DSSN's template), plain tensors."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    noise = {k: v.detach().cpu().contiguous() for k, v in (noise_state or {}).items()}
     with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "meta": dict(meta), "state_dict": state}, tmp)
+        torch.save(
+            {"format": FORMAT, "meta": dict(meta), "state_dict": state, "noise_state": noise}, tmp
+        )
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -200,6 +206,12 @@ def check_fits(model: nn.Module, input_shape, what: str) -> None:
 
 def load_model(path: str | os.PathLike, device="cpu") -> tuple[nn.Module, dict]:
     """Rebuild the model a checkpoint describes; return it in eval mode with its meta."""
+    model, meta, _ = load_model_and_noise(path, device)
+    return model, meta
+
+
+def load_model_and_noise(path: str | os.PathLike, device="cpu") -> tuple[nn.Module, dict, dict]:
+    """`load_model`, and the tensors its noise keeps ({'template': ...} for DSSN, else {})."""
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise L1CertError(f"{path} is not an l1cert model checkpoint (format {FORMAT})")
@@ -212,4 +224,9 @@ def load_model(path: str | os.PathLike, device="cpu") -> tuple[nn.Module, dict]:
     except (KeyError, RuntimeError, TypeError, ValueError, L1CertError) as err:
         first = str(err).strip().splitlines()[0]
         raise L1CertError(f"checkpoint {path} does not match its own meta: {first}") from err
-    return model.to(device).eval(), meta
+    noise_state = ckpt.get("noise_state", {})
+    if not isinstance(noise_state, dict) or not all(
+        isinstance(v, torch.Tensor) for v in noise_state.values()
+    ):
+        raise L1CertError(f"checkpoint {path}: noise_state is not a dict of tensors")
+    return model.to(device).eval(), meta, noise_state

@@ -21,13 +21,18 @@ SIGMA_MAX = 10.0
 
 
 class Noise:
-    """Additive iid noise with per-coordinate standard deviation `sigma`."""
+    """Additive iid noise with per-coordinate standard deviation `sigma`.
+
+    `grid` (the dataset's input grid q: pixels are multiples of 1/q) and `template` (a noise
+    state stored with the model) are for the noises that need them (DSSN); others ignore them.
+    """
 
     name: ClassVar[str]
     bounds: ClassVar[tuple[str, ...]]  # certificates that apply; the first is the primary one
     samplings: ClassVar[tuple[str, ...]] = ("fixed", "sequential")  # l1cert.sampling's modes
+    additive: ClassVar[bool] = True  # x + ε; else the noise transforms x (splitting)
 
-    def __init__(self, sigma: float):
+    def __init__(self, sigma: float, grid: int | None = None, template=None):
         try:
             sigma = float(sigma)
         except (TypeError, ValueError):
@@ -58,6 +63,34 @@ class Noise:
         """Fill `out` with x + noise (x broadcast over the batch), in place; `scratch`, a
         tensor like `out`, spares samplers that need room an allocation."""
         return self.sample_(out, generator).add_(x)
+
+    # Training: draws of the noise, and noisy inputs from them. SmoothAdv attacks x through
+    # apply(), so the attack and the training step see the same noisy copies.
+    def draw(self, shape, like: torch.Tensor, generator=None) -> torch.Tensor:
+        """Noise draws of `shape` with `like`'s dtype and device (additive: ε itself), laid out
+        as `like` when they have its shape."""
+        return self.sample_(_empty(shape, like), generator)
+
+    def apply(self, x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+        """The noisy inputs of x under `draws` (x broadcast against them)."""
+        return x + draws
+
+    def augment(self, x: torch.Tensor, generator=None) -> torch.Tensor:
+        """x with one noise draw per example: Type 1 training's input."""
+        return self.apply(x, self.draw(x.shape, x, generator))
+
+    def sidecar(self) -> dict:
+        """What a certify sidecar records about this noise beyond its name, σ and scale."""
+        return {}
+
+    @classmethod
+    def for_model(cls, sigma: float, grid: int, input_shape, seed: int) -> Noise:
+        """The noise a new model of these inputs trains under (DSSN draws its template)."""
+        return cls(sigma, grid)
+
+    def state(self) -> dict:
+        """Tensors the model's checkpoint keeps for this noise ({}: none)."""
+        return {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(sigma={self.sigma:g}, scale={self.scale:g})"
@@ -116,7 +149,104 @@ class Uniform(Noise):
         return out.uniform_(-self.scale, self.scale, generator=generator)
 
 
-NOISES: dict[str, type[Noise]] = {cls.name: cls for cls in (Gaussian, Laplace, Uniform)}
+class Split(Noise):
+    """Splitting noise, SSN (Levine & Feizi 2021): each coordinate becomes the middle of its cell
+    of width 2λ, cut at an iid offset s_i ~ U[0, 2λ); λ = √3·σ, matched to the uniform noise.
+
+    Not additive: its draws are the offsets. The split is piecewise constant in x, so
+    SmoothAdv attacks through it straight-through (the gradient of the identity, DESIGN.md §6).
+    """
+
+    name = "split"
+    bounds = ("ssn",)
+    additive = False
+
+    @property
+    def scale(self) -> float:
+        return math.sqrt(3.0) * self.sigma
+
+    def offsets_(self, out, generator=None):
+        return out.uniform_(0.0, 2.0 * self.scale, generator=generator)
+
+    def perturb_(self, out, x, generator=None, scratch=None):
+        from l1cert.splitting import split
+
+        return out.copy_(split(x, self.offsets_(out, generator), self.scale))
+
+    def draw(self, shape, like, generator=None):
+        return self.offsets_(_empty(shape, like), generator)
+
+    def apply(self, x, draws):
+        from l1cert.splitting import split
+
+        return x + (split(x, draws, self.scale) - x).detach()  # straight-through gradient
+
+
+class DSSN(Split):
+    """Deterministic splitting noise (DSSN): the offsets are one template v, stored with the
+    model, shifted by one scalar s: s_i = (v_i + s) mod 2λ. λ = √3·σ rounded down to a multiple
+    of 1/(2q) for the dataset's input grid q, so that certification enumerates the L = 2λq
+    distinct splits of an on-grid input and counts votes exactly (`l1cert.splitting`)."""
+
+    name = "dssn"
+    bounds = ("dssn",)
+    samplings = ("exact",)
+
+    def __init__(self, sigma: float, grid: int | None = None, template=None):
+        from l1cert.splitting import check_template, half_width, num_offsets
+
+        super().__init__(sigma)
+        if grid is None:
+            raise L1CertError("dssn noise needs the dataset's input grid q (its pixel step 1/q)")
+        self.grid = int(grid)
+        self.half_width = half_width(self.sigma, self.grid)
+        self.offsets = num_offsets(self.half_width, self.grid)
+        if template is None:
+            raise L1CertError("a dssn model needs its template, and this checkpoint has none")
+        self.template = check_template(template, template.shape, self.half_width, self.grid)
+
+    @property
+    def scale(self) -> float:
+        return self.half_width
+
+    def draw(self, shape, like, generator=None):
+        """One shift s per example (the leading dims of `shape`), the template's offsets."""
+        if self.template is None:
+            raise L1CertError("a dssn noise without its template cannot draw")
+        template = self.template.to(like.device, like.dtype)
+        rest = (1,) * template.dim()
+        shift = like.new_empty((*shape[: len(shape) - template.dim()], *rest))
+        return (template + self.offsets_(shift, generator)).remainder_(2.0 * self.scale)
+
+    def perturb_(self, out, x, generator=None, scratch=None):
+        return out.copy_(self.apply(x, self.draw(out.shape, out, generator)).detach())
+
+    @classmethod
+    def for_model(cls, sigma, grid, input_shape, seed):
+        from l1cert.splitting import half_width, make_template
+
+        lam = half_width(sigma, grid)
+        return cls(sigma, grid, make_template(input_shape, lam, grid, seed))
+
+    def state(self) -> dict:
+        return {"template": self.template}
+
+    def sidecar(self) -> dict:
+        from l1cert.splitting import template_sha256
+
+        return {"grid": self.grid, "offsets": self.offsets,
+                "template_sha256": template_sha256(self.template)}  # fmt: skip
+
+
+def _empty(shape, like):
+    import torch
+
+    return torch.empty_like(like) if tuple(shape) == tuple(like.shape) else like.new_empty(shape)
+
+
+NOISES: dict[str, type[Noise]] = {
+    cls.name: cls for cls in (Gaussian, Laplace, Uniform, Split, DSSN)
+}
 
 
 def noise_class(name: str) -> type[Noise]:
@@ -127,6 +257,7 @@ def noise_class(name: str) -> type[Noise]:
         raise L1CertError(f"unknown noise {name!r} (choose from {', '.join(NOISES)})") from None
 
 
-def make_noise(name: str, sigma: float) -> Noise:
-    """The noise called `name` with standard deviation `sigma`; L1CertError on bad input."""
-    return noise_class(name)(sigma)
+def make_noise(name: str, sigma: float, grid: int | None = None, template=None) -> Noise:
+    """The noise called `name` with standard deviation `sigma` (and, for the noises that use
+    them, the dataset's input grid and the model's template); L1CertError on bad input."""
+    return noise_class(name)(sigma, grid, template)

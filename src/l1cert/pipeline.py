@@ -105,7 +105,7 @@ def certify_command(src: Source, model: str, shard: str, threads, out: str) -> s
         total = int(shard.rsplit("/", 1)[1])
         section = src.section("certify", shards=list(range(1, total + 1)))
     return (
-        f"l1cert certify --model {src.path(model)} {section} --shard {shard}{radii} "
+        f"l1cert certify --model {src.path(model)} {section} --from-params --shard {shard}{radii} "
         f"{_data(src)} --device auto --threads {threads} --out {src.path(out)}"
     )
 

@@ -33,7 +33,7 @@ from l1cert.analysis import (
     read_all,
     settings_text,
 )
-from l1cert.certificates import BOUNDS, single_class_methods
+from l1cert.certificates import BOUNDS, curve_methods, panel_methods
 from l1cert.names import DEFAULT_RADII
 from l1cert.utils import L1CertError, umask
 
@@ -53,10 +53,14 @@ def _sigma_text(run: CertifiedRun | None) -> str:
     return f"{run.sigma:g}" if run.sigma is not None else run.model
 
 
+COST = ("passes_mean", "passes_total", "certify_seconds", "train_seconds")
+
+
 def accuracy_table(rows: Sequence[Row], radii: Sequence[float]):
-    """(header, machine rows, display rows); display shows percentages."""
+    """(header, machine rows, display rows); display shows percentages. Every row carries its
+    cost (`Row.cost`) beside its accuracy."""
     header = [*CURVE_IDENTITY, "points", "clean_accuracy", "abstention_rate", "acr"]
-    header += [f"r={_radius_label(r)}" for r in radii]
+    header += [f"r={_radius_label(r)}" for r in radii] + list(COST)
     machine, display = [], []
     for row in rows:
         run = row.run
@@ -70,18 +74,36 @@ def accuracy_table(rows: Sequence[Row], radii: Sequence[float]):
             str(run.points),
         ]
         stats = [row.clean_accuracy, row.abstention_rate]
-        machine.append(ident + [f"{v:.6g}" for v in (*stats, row.acr, *row.accuracy)])
+        cost = [row.cost[c] for c in COST]
+        machine.append(
+            ident
+            + [f"{v:.6g}" for v in (*stats, row.acr, *row.accuracy)]
+            + [_number(v) for v in cost]
+        )
         display.append(
             ident
             + [f"{100 * v:.1f}" for v in stats]
             + [f"{row.acr:.3f}"]
             + [f"{100 * v:.1f}" for v in row.accuracy]
+            + [_shown(v) for v in cost]
         )
     return header, machine, display
 
 
+def _number(value: float) -> str:
+    return "" if math.isnan(value) else f"{value:.6g}"
+
+
+def _shown(value: float) -> str:
+    """A cost for people: thousands separated, seconds to one decimal ('-': not recorded)."""
+    if math.isnan(value):
+        return "-"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def envelope_table(envs: Sequence[Envelope], radii: Sequence[float]):
-    """Machine form is long (one line per radius); display form is wide, σ in parentheses."""
+    """Machine form is long (one line per radius); display form is wide, σ in parentheses.
+    The cost columns are those of all the σ models of the row together."""
     machine_header = [
         "dataset",
         "training",
@@ -90,6 +112,7 @@ def envelope_table(envs: Sequence[Envelope], radii: Sequence[float]):
         "certified_accuracy",
         "sigma",
         "model",
+        *COST,
     ]
     machine = [
         [
@@ -100,6 +123,7 @@ def envelope_table(envs: Sequence[Envelope], radii: Sequence[float]):
             f"{a:.6g}",
             "" if b is None or b.sigma is None else f"{b.sigma:g}",
             "" if b is None else b.model,
+            *(_number(e.cost[c]) for c in COST),
         ]
         for e in envs
         for r, a, b in zip(radii, e.accuracy, e.best, strict=True)
@@ -111,8 +135,10 @@ def envelope_table(envs: Sequence[Envelope], radii: Sequence[float]):
             f"{100 * a:.1f} ({_sigma_text(b)})" if b is not None else f"{100 * a:.1f}"
             for a, b in zip(e.accuracy, e.best, strict=True)
         ]
+        + [_shown(e.cost[c]) for c in COST]
         for e in envs
     ]
+    display_header += list(COST)
     return machine_header, machine, display_header, display
 
 
@@ -137,7 +163,7 @@ def to_markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def _numeric(text: str) -> bool:
     try:
-        float(str(text).split(" ")[0])
+        float(str(text).split(" ")[0].replace(",", ""))
     except ValueError:
         return False
     return True
@@ -191,10 +217,15 @@ def to_latex(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str,
 def captions(runs: Sequence[CertifiedRun], radii: Sequence[float], fig6_sigma: float) -> dict:
     """Caption text per output name (figure/table stem), for Snakemake report() and papers."""
     stats = settings_text(runs)
+    present = {bound for run in runs for bound in run.bounds}
+    stats += "".join(  # what an exact bound certifies, wherever one is shown
+        f". {BOUNDS[b].label}: {BOUNDS[b].caption}"
+        for b in BOUNDS
+        if b in present and BOUNDS[b].exact
+    )
     grid = ", ".join(f"{r:g}" for r in radii)
-    single = [BOUNDS[bound] for _, bound in single_class_methods()]
-    methods = ", ".join(b.caption for b in single)
-    labels = "; ".join(b.label for b in single)
+    methods = ", ".join(BOUNDS[bound].caption for _, bound in panel_methods())
+    labels = "; ".join(BOUNDS[bound].label for _, bound in curve_methods())
     text = {
         "certified-accuracy": (
             f"Approximate certified accuracy (Eq. 3 of the paper, in %) at l1 radii {grid}: the "

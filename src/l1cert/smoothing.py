@@ -235,6 +235,39 @@ class Smooth:
             alpha,
         )
 
+    def certify_exact(
+        self, xs: Sequence[torch.Tensor], batch_size: int, names: Sequence[str] | None = None
+    ) -> list[Certificate]:
+        """Exact certificates under DSSN: the votes of all L splits of each x are counted, many
+        points to a forward batch (`l1cert.splitting`). Each x must lie on the noise's input
+        grid (`names` say which point is not); no sampling, no α, no abstention."""
+        from l1cert.splitting import check_on_grid, count_votes, dssn_certify
+
+        noise, f = self.noise, self._classifier(batch_size)
+        for i, x in enumerate(xs):
+            check_on_grid(x, noise.grid, names[i] if names else f"input {i}")
+        with torch.inference_mode():
+            counts = count_votes(f, torch.stack(list(xs)).to(f.device), noise.template,
+                                 noise.scale, noise.grid, self.num_classes, batch_size)  # fmt: skip
+        found, copies = dssn_certify(counts, noise.grid), noise.offsets
+        return [
+            Certificate(
+                int(a),
+                int(n_a),
+                n_a / copies,
+                {noise.primary_bound: float(r)},
+                int(n_b),
+                n_b / copies,
+                int(a),
+                copies,
+                0,
+                None,
+            )  # fmt: skip
+            for a, n_a, n_b, r in zip(
+                found.predict, found.count, found.count_b, found.radius, strict=True
+            )
+        ]
+
     @property
     def device(self) -> torch.device:
         """Where the model runs (and noise is drawn)."""

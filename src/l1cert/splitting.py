@@ -96,6 +96,31 @@ def make_template(shape: Sequence[int], lam: float, grid: int, seed: int) -> tor
     return (steps.double() / grid).float().contiguous()
 
 
+def template_sha256(template: torch.Tensor) -> str:
+    """A digest of the template's values (shape and float32 bytes): shards and merges of one
+    DSSN model share it."""
+    import hashlib
+
+    values = template.detach().to("cpu", torch.float32).contiguous()
+    digest = hashlib.sha256(str(tuple(values.shape)).encode())
+    digest.update(values.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_template(template, shape, lam: float, grid: int) -> torch.Tensor:
+    """The template a dssn checkpoint carries, if it fits the model's inputs and grid; one line
+    otherwise."""
+    if not isinstance(template, torch.Tensor):
+        raise L1CertError("a dssn model needs its template, and this checkpoint has none")
+    if tuple(template.shape) != tuple(shape):
+        raise L1CertError(
+            f"the checkpoint's dssn template has shape {tuple(template.shape)}, its inputs "
+            f"{tuple(shape)}"
+        )
+    _template_steps(template, num_offsets(lam, grid), grid)
+    return template
+
+
 def _template_steps(template: torch.Tensor, L: int, grid: int) -> torch.Tensor:
     """The template in grid steps, k_i = v_i·q, checked to be integers in [0, L)."""
     scaled = template.double() * grid

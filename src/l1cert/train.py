@@ -28,7 +28,7 @@ from l1cert.attacks import smoothadv_pgd
 from l1cert.config import TrainConfig, Type2Config
 from l1cert.data import dataset_info, load_split
 from l1cert.models import build_model, check_fits, load_checkpoint, save_model
-from l1cert.noise import Noise, make_noise
+from l1cert.noise import Noise, noise_class
 from l1cert.utils import L1CertError, atomic_path, atomic_write_text, check_memory, resolve_device
 
 CHECKPOINT_FORMAT = "l1cert-train/1"
@@ -57,9 +57,11 @@ def train(
     finished = _finished(out, config)
     if finished is not None:
         return finished
-    noise = make_noise(config.noise, config.sigma)
     data = dict(root=root, image_size=config.image_size, imagenet_dir=imagenet_dir)
     info = dataset_info(config.dataset, **data)
+    noise = noise_class(config.noise).for_model(
+        config.sigma, info.grid, info.input_shape, config.seed
+    )
     train_set = load_split(config.dataset, "train", augment=True, **data)
     test_set = load_split(config.dataset, "test", **data)
     if len(train_set) < 2:
@@ -119,7 +121,7 @@ def train(
         "metrics": metrics,
         "l1cert_version": __version__,
     }
-    save_model(out / "model.pt", model, meta)
+    save_model(out / "model.pt", model, meta, noise.state())
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     (out / CHECKPOINT).unlink(missing_ok=True)
     return metrics
@@ -197,11 +199,11 @@ def train_step(
 ):
     """One SGD step on noisy inputs (type2 given: SmoothAdv's m adversarial noisy copies)."""
     if type2 is None:
-        inputs = x + noise.sample_(torch.empty_like(x), noise_rng)
+        inputs = noise.augment(x, noise_rng)
     else:
-        draws = noise.sample_(x.new_empty((type2.samples, *x.shape)), noise_rng)
-        x = smoothadv_pgd(model, x, y, draws, type2.norm, epsilon, type2.steps)
-        inputs, y = (x.unsqueeze(0) + draws).flatten(0, 1), y.repeat(type2.samples)
+        draws = noise.draw((type2.samples, *x.shape), x, noise_rng)
+        x = smoothadv_pgd(model, x, y, draws, type2.norm, epsilon, type2.steps, apply=noise.apply)
+        inputs, y = noise.apply(x.unsqueeze(0), draws).flatten(0, 1), y.repeat(type2.samples)
     logits = model(inputs)
     loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
@@ -221,7 +223,7 @@ def evaluate(
     for x, y in DataLoader(dataset, batch_size=256, num_workers=workers):
         x, y = x.to(device), y.to(device)
         clean += (model(x).argmax(1) == y).sum().item()
-        x += noise.sample_(torch.empty_like(x), rng)
+        x = noise.augment(x, rng)
         noisy += (model(x).argmax(1) == y).sum().item()
         count += len(y)
     return {
