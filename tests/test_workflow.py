@@ -123,7 +123,13 @@ def dvc_outputs(project: Path) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "name", ["params.yaml", "config/paper-cifar10.yaml", "config/paper-imagenet.yaml"]
+    "name",
+    [
+        "params.yaml",
+        "config/paper-cifar10.yaml",
+        "config/paper-imagenet.yaml",
+        "config/dssn-cifar10.yaml",
+    ],
 )
 def test_shipped_configs_are_valid(name):
     validate(yaml.safe_load((ROOT / name).read_text()), SCHEMA)
@@ -207,7 +213,8 @@ def _models(config):
 
 
 @pytest.mark.parametrize(
-    "configfile", [None, "config/paper-cifar10.yaml", "config/paper-imagenet.yaml"]
+    "configfile",
+    [None, "config/paper-cifar10.yaml", "config/paper-imagenet.yaml", "config/dssn-cifar10.yaml"],
 )
 def test_dry_run_lists_the_full_grid(tmp_path, configfile):
     project = make_project(tmp_path / "project")
@@ -217,7 +224,12 @@ def test_dry_run_lists_the_full_grid(tmp_path, configfile):
     models = _models(config)
     assert (
         len(models)
-        == {None: 24, "config/paper-cifar10.yaml": 16, "config/paper-imagenet.yaml": 6}[configfile]
+        == {
+            None: 32,
+            "config/paper-cifar10.yaml": 16,
+            "config/paper-imagenet.yaml": 6,
+            "config/dssn-cifar10.yaml": 8,
+        }[configfile]
     )
     for model in models:
         assert f"results/models/{dataset}/{model}/model.pt" in outputs

@@ -81,11 +81,15 @@ class CertifiedRun:
 
 
 def read_certificates(
-    path: str | Path, dataset: str | None = None, label: str | None = None
+    path: str | Path, dataset: str | None = None, label: str | None = None, bound=None
 ) -> CertifiedRun:
     """Read and validate one merged certify file (ours, or Cohen et al.'s six columns, which
-    take their dataset and training label from the arguments or else their path)."""
+    take their dataset and training label from the arguments or else their path), or a
+    published result directory (`l1cert.published`: rs4a's layout), whose radii are those of
+    `bound`."""
     path = Path(path)
+    if path.is_dir():
+        return _read_published(path, dataset, label, bound)
     settings = fmt.read_sidecar(path, required=False)
     table = fmt.read_rows(path, settings.get("num_classes"))
     if not table.rows:
@@ -233,14 +237,45 @@ def _cohen_identity(path: Path, dataset: str | None, label: str | None) -> dict:
     }
 
 
+def _read_published(path: Path, dataset, label, bound) -> CertifiedRun:
+    """A published result directory as a run: its bound named by the reader (the files do
+    not say), σ from its path as for Cohen et al.'s files; its cost is not recorded."""
+    from l1cert.certificates import owner
+    from l1cert.published import read_published
+
+    if bound not in BOUNDS:
+        raise L1CertError(
+            f"{path}: a published result directory; say which bound its radii are with "
+            f"--bound ({', '.join(BOUNDS)})"
+        )
+    found = read_published(path)
+    identity = {**_cohen_identity(path, dataset, label), "noise": owner(bound)}
+    identity["model"] = (
+        path.name
+        if identity["sigma"] is None
+        else (f"{owner(bound)}-{identity['training']}-s{identity['sigma']:g}")
+    )
+    radius = np.asarray(found.radius, dtype=float)
+    predict, correct = np.asarray(found.predict), np.asarray(found.correct)
+    return CertifiedRun(
+        path=path, predict=predict, correct=correct, bound_radii={bound: radius},
+        hits={bound: correct}, abstains={bound: predict == -1},
+        passes=np.full(len(predict), np.nan), seconds=np.full(len(predict), np.nan),
+        sampling="published", **identity,
+    )  # fmt: skip
+
+
 def read_all(
-    paths: Iterable[str | Path], dataset: str | None = None, label: str | None = None
+    paths: Iterable[str | Path],
+    dataset: str | None = None,
+    label: str | None = None,
+    bound: str | None = None,
 ) -> list[CertifiedRun]:
     """Read every file, refusing two files for the same dataset and model; log each once all
     are read (an error is then the only line on stderr)."""
     runs, seen = [], {}
     for path in paths:
-        run = read_certificates(path, dataset, label)
+        run = read_certificates(path, dataset, label, bound)
         key = (run.dataset, run.model)
         if key in seen:
             other, other_sampling = seen[key]
@@ -407,10 +442,11 @@ def settings_text(runs: Sequence[CertifiedRun]) -> str:
         shown = ", ".join(form.format(v) for v in found)
         return shown if len(found) == 1 else "{" + shown + "}"
 
-    sampled = [r for r in runs if r.sampling != "exact"]
+    sampled = [r for r in runs if r.sampling not in ("exact", "published")]
     exact = [r for r in runs if r.sampling == "exact"]
+    published = [r for r in runs if r.sampling == "published"]
     parts = []
-    if sampled or not exact:
+    if sampled or not (exact or published):
         cap = (
             " (the cap of sequential sampling)"
             if any(r.sampling == "sequential" for r in sampled)
@@ -422,4 +458,6 @@ def settings_text(runs: Sequence[CertifiedRun]) -> str:
         )
     if exact:
         parts.append(f"exact: L = {values(exact, 'n')} noise copies per point")
+    if published:
+        parts.append("published results: radii as their authors' code computed them")
     return "; ".join(parts)

@@ -187,11 +187,27 @@ def import_(src, src_path, out, **options):
 )
 @click.option("--dataset", help="Dataset of Cohen et al.'s six-column files (default: path).")
 @click.option("--label", help="Training label of Cohen et al.'s six-column files.")
-def report(certify_files, out_dir, radii, metrics, fig6_sigma, dataset, label):
-    """Tables, figures, metrics and plot data from merged certify files (no model needed)."""
+@click.option(
+    "--bound",
+    help="Bound of published result directories (rs4a's layout: labels.npy, radius_l1.npy, "
+    "predicted_labels.npy or preds.npy), e.g. dssn or uniform.",
+)
+@click.option(
+    "--cost-radius",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Radius of the accuracy-against-cost figure.",
+)
+def report(certify_files, out_dir, radii, metrics, fig6_sigma, dataset, label, bound, cost_radius):
+    """Tables, figures, metrics and plot data from merged certify files (no model needed), and
+    from published result directories beside them."""
     from l1cert.report import build_report
 
-    build_report(certify_files, out_dir, parse_radii(radii), metrics, fig6_sigma, dataset, label)
+    radii = parse_radii(radii)
+    build_report(
+        certify_files, out_dir, radii, metrics, fig6_sigma, dataset, label, bound, cost_radius
+    )
 
 
 @main.command("dvc-yaml")

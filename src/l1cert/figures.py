@@ -193,3 +193,40 @@ def envelope(stem: Path, runs: Sequence[CertifiedRun], grid: np.ndarray, title: 
         ax.set_title(training, fontsize=8)
         _finish(ax)
     return save(fig, stem)
+
+
+def cost(stem: Path, runs: Sequence[CertifiedRun], radius: float, title: str) -> list[Path]:
+    """Certified accuracy at `radius` against forward passes per point, one marker per model
+    and bound (σ written beside it), per training type: what each method buys for its cost."""
+    trainings = _trainings(runs)
+    fig, axes = plt.subplots(
+        1, len(trainings), figsize=(4.6 * len(trainings), 3.8), squeeze=False, sharey=True
+    )
+    fig.suptitle(f"Certified accuracy at r = {radius:g} against cost: {title}", fontsize=10)
+    for ax, training in zip(axes[0], trainings, strict=True):
+        seen = set()
+        for run in runs:
+            passes = float(np.mean(run.passes))
+            if run.training != training or not np.isfinite(passes):
+                continue
+            for bound in run.bounds:
+                style = _style(bound)
+                label = style["label"] if bound not in seen else None
+                seen.add(bound)
+                y = float(run.accuracy(bound, [radius])[0])
+                ax.scatter(passes, y, color=style["color"], marker="o", s=22, label=label)
+                if run.sigma is not None:
+                    ax.annotate(f"{run.sigma:g}", (passes, y), fontsize=6, xytext=(3, 2),
+                                textcoords="offset points")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3, which="both")
+        ax.set_title(training, fontsize=8)
+        ax.set_xlabel("forward passes per point (mean, log scale)", fontsize=8)
+        if seen:
+            ax.legend(fontsize=6)
+        else:
+            ax.text(0.5, 0.5, "no cost recorded", ha="center", va="center",
+                    transform=ax.transAxes, color="gray")  # fmt: skip
+    axes[0, 0].set_ylabel(f"{ACCURACY_LABEL} at r = {radius:g}", fontsize=8)
+    return save(fig, stem)

@@ -214,7 +214,9 @@ def to_latex(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str,
 # --- captions -----------------------------------------------------------------------------
 
 
-def captions(runs: Sequence[CertifiedRun], radii: Sequence[float], fig6_sigma: float) -> dict:
+def captions(
+    runs: Sequence[CertifiedRun], radii: Sequence[float], fig6_sigma: float, cost_radius=0.5
+) -> dict:
     """Caption text per output name (figure/table stem), for Snakemake report() and papers."""
     stats = settings_text(runs)
     present = {bound for run in runs for bound in run.bounds}
@@ -270,6 +272,14 @@ def captions(runs: Sequence[CertifiedRun], radii: Sequence[float], fig6_sigma: f
             f"{dataset}: the bounds side by side at each sigma (as in the paper's Figs. 7 and 8); "
             f"rows: training type, columns: sigma. Certification: {stats}."
         )
+        text[f"{dataset}-cost"] = (
+            f"{dataset}: what each certificate costs for what it certifies: approximate "
+            f"certified accuracy at l1 radius {cost_radius:g} against the mean number of forward "
+            "passes of the base classifier per test point (selection draws included; log "
+            "scale), one marker per model and bound, sigma beside it. Monte Carlo methods pay "
+            "n0 + n passes (sequential sampling fewer), DSSN exactly L. "
+            f"Certification: {stats}."
+        )
         text[f"{dataset}-envelope"] = (
             f"{dataset}: envelope over sigma of the certified accuracy for each bound (the "
             f"best curve over all noise levels at each radius), per training type. "
@@ -282,7 +292,7 @@ def captions(runs: Sequence[CertifiedRun], radii: Sequence[float], fig6_sigma: f
 
 TABLES = ("certified-accuracy", "envelope")
 FIGURES = ("bound-comparison", "radius-vs-pa")
-DATASET_FIGURES = ("certified-accuracy", "comparison", "envelope")
+DATASET_FIGURES = ("certified-accuracy", "comparison", "envelope", "cost")
 
 
 def expected_outputs(
@@ -362,14 +372,19 @@ def build_report(
     fig6_sigma: float = 0.5,
     dataset: str | None = None,
     label: str | None = None,
+    bound: str | None = None,
+    cost_radius: float = 0.5,
 ) -> list[Path]:
     """Tables, figures, plot data, captions and metrics from certify files; returns paths.
 
-    `dataset` and `label` name Cohen et al.'s six-column files (see `l1cert.analysis`).
+    `dataset` and `label` name Cohen et al.'s six-column files and published result
+    directories (rs4a's layout), whose radii are those of `bound` (see `l1cert.analysis`).
     """
     radii = check_radii(radii)
     if not (math.isfinite(fig6_sigma) and fig6_sigma > 0):
         raise L1CertError(f"--fig6-sigma must be a positive number, got {fig6_sigma}")
+    if not (math.isfinite(cost_radius) and cost_radius >= 0):
+        raise L1CertError(f"--cost-radius must be a non-negative number, got {cost_radius}")
     out = Path(out_dir)
     metrics_file = Path(metrics_path) if metrics_path else out / "metrics.json"
     for target in (out, metrics_file.parent):
@@ -377,9 +392,9 @@ def build_report(
             raise L1CertError(f"{target} is a file, not a directory")
     if metrics_file.is_dir():
         raise L1CertError(f"--metrics {metrics_file} is a directory, not a file")
-    runs = read_all(paths, dataset, label)
+    runs = read_all(paths, dataset, label, bound)
     with _staging(out) as stage:
-        files = _render(runs, radii, fig6_sigma, stage)
+        files = _render(runs, radii, fig6_sigma, stage, cost_radius)
         metrics_text = json.dumps(metrics(accuracy_rows(runs, radii), radii), indent=2) + "\n"
         (stage / "metrics.json").write_text(metrics_text)
         targets = {stage / f: out / f for f in files} | {stage / "metrics.json": metrics_file}
@@ -407,7 +422,7 @@ def _staging(out: Path):
 
 
 def _render(
-    runs: list[CertifiedRun], radii: list[float], fig6_sigma: float, out: Path
+    runs: list[CertifiedRun], radii: list[float], fig6_sigma: float, out: Path, cost_radius
 ) -> list[str]:
     """Write every table, plot, figure and caption under `out`; return their relative paths."""
     from l1cert import figures  # matplotlib only when figures are drawn
@@ -423,7 +438,7 @@ def _render(
 
     rows = accuracy_rows(runs, radii)
     header, machine, display = accuracy_table(rows, radii)
-    caption = captions(runs, radii, fig6_sigma)
+    caption = captions(runs, radii, fig6_sigma, cost_radius)
     write("tables/certified-accuracy.csv", to_csv(header, machine))
     write("tables/certified-accuracy.md", to_markdown(header, display))
     write(
@@ -463,6 +478,9 @@ def _render(
         )
         figure_files[f"{dataset}-envelope"] = lambda stem, m=mine, g=grid, t=title: (
             figures.envelope(stem, m, g, t)
+        )
+        figure_files[f"{dataset}-cost"] = lambda stem, m=mine, t=title: figures.cost(
+            stem, m, cost_radius, t
         )
     (out / "figures").mkdir(exist_ok=True)
     for name, draw in figure_files.items():

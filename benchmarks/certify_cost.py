@@ -1,0 +1,98 @@
+"""What an l1 certificate costs: DSSN's exact counts against uniform-noise Monte Carlo.
+
+On the default experiment's trained digits models, per σ and training, every `--skip`-th test
+point is certified three ways: `dssn` (exact: its L splits), `uniform` with fixed sampling
+(Cohen et al.'s CERTIFY, n0 = 100, n = 100 000) and `uniform` with sequential sampling (the same
+cap, deciding the report radii). Printed per σ: forward passes per point and wall time per point
+of each, the ratios the DSSN issue targets (passes: ≥ 100× fewer than fixed and ≥ 10× fewer
+than sequential; wall time ≥ 10× shorter than sequential), and certified accuracy at the report
+radii of each (DSSN against the uniform envelope of the same σ).
+
+    snakemake --profile workflow/profiles/default          # trains the models first
+    python benchmarks/certify_cost.py [--skip 2] [--models results/models/digits] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from l1cert.analysis import read_certificates
+from l1cert.certify import certify_to_tsv
+from l1cert.utils import parse_radii
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = {  # name: (noise of the model, certify options)
+    "dssn exact": ("dssn", {}),
+    "uniform fixed": ("uniform", {"sampling": "fixed"}),
+    "uniform sequential": ("uniform", {"sampling": "sequential"}),
+}
+
+
+def certify(model: Path, out: Path, options: dict, skip: int, repeat: int):
+    """The certificates and the shortest wall time of `repeat` identical runs."""
+    times = []
+    for i in range(repeat):
+        path = out.with_name(f"{out.stem}-{i}.tsv")
+        start = time.perf_counter()
+        certify_to_tsv(model, path, skip=skip, batch=1000, seed=0, progress=False, **options)
+        times.append(time.perf_counter() - start)
+    return read_certificates(path), min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=str(ROOT / "results/models/digits"))
+    parser.add_argument("--skip", type=int, default=2, help="every skip-th test point")
+    parser.add_argument("--n", type=int, default=100_000, help="Monte Carlo n (sequential cap)")
+    parser.add_argument("--training", default="type1")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=1, help="time each run this often")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    radii = parse_radii(params["report"]["radii"])
+    models = Path(args.models)
+    print(f"digits, every {args.skip}-th test point, {args.training}; Monte Carlo n0 = 100, "
+          f"n = {args.n:,}, alpha = 0.001; radii {radii}; {args.threads} threads; wall time: "
+          f"the shortest of {args.repeat} run(s)")  # fmt: skip
+    header = f"{'sigma':>5} {'method':<19} {'passes/pt':>10} {'ms/pt':>8}  certified accuracy %"
+    print(header)
+    verdicts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for sigma in params["grid"]["sigmas"]:
+            found = {}
+            for method, (noise, options) in METHODS.items():
+                model = models / f"{noise}-{args.training}-s{sigma}" / "model.pt"
+                extra = {"n0": 100, "n": args.n, "alpha": 0.001} if noise != "dssn" else {}
+                if options.get("sampling") == "sequential":
+                    extra["radii"] = radii
+                out = Path(tmp) / f"{noise}-{sigma}-{method.split()[1]}.tsv"
+                run, seconds = certify(model, out, {**options, **extra}, args.skip, args.repeat)
+                bound = run.bounds[0]
+                passes = float(np.mean(run.passes))
+                accuracy = 100 * run.accuracy(bound, radii)
+                found[method] = (passes, seconds / run.points, accuracy)
+                shown = " ".join(f"{a:5.1f}" for a in accuracy)
+                print(f"{sigma:>5} {method:<19} {passes:>10,.0f} "
+                      f"{1000 * seconds / run.points:>8.3f}  {shown}")  # fmt: skip
+            verdicts.append((sigma, found))
+    print(
+        "\nratios (targets: passes vs fixed >= 100, vs sequential >= 10; time vs sequential >= 10)"
+    )
+    for sigma, found in verdicts:
+        d, f, s = found["dssn exact"], found["uniform fixed"], found["uniform sequential"]
+        ahead = [f"{r:g}: {dp - fp:+.1f}" for r, dp, fp in zip(radii, d[2], f[2], strict=True)]
+        print(f"sigma {sigma}: passes {f[0] / d[0]:,.0f}x fewer than fixed, "
+              f"{s[0] / d[0]:,.1f}x fewer than sequential; time {s[1] / d[1]:,.1f}x shorter than "
+              f"sequential; dssn minus uniform fixed, points of %: {', '.join(ahead)}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
