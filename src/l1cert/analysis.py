@@ -97,6 +97,10 @@ def read_certificates(
     if settings:
         fmt.check_sealed(path, settings, table)
         identity = _sidecar_identity(path, settings, table)
+        if settings.get("code"):  # written by l1cert certify: every row re-derived
+            from l1cert.rederive import check_rows
+
+            check_rows(path, table, settings)
     elif "noise" in table.header:
         raise L1CertError(
             f"{path}: an l1cert certify file without its sidecar {fmt.sidecar_path(path)}"
@@ -107,7 +111,7 @@ def read_certificates(
     bounds = NOISES[noise].bounds
     if "noise" in table.header:
         # top_class came later: files without it count every bound's hits by `correct`
-        missing = [c for c in fmt.columns(noise)[:-1] if c not in table.header]
+        missing = [c for c in fmt.columns(noise) if c != "top_class" and c not in table.header]
         if missing:
             raise L1CertError(f"{path}: missing column(s) {', '.join(missing)} for {noise} noise")
         columns = {b: f"radius_{b}" for b in bounds}

@@ -64,6 +64,15 @@ def uniform(pa, scale):
     return _where(pa > 0.5, lambda p: 2.0 * scale * (p - 0.5), pa)
 
 
+def dssn(count_a, count_b, top, runner_up, grid: int):
+    """DSSN's exact radius (DESIGN.md §6) from the votes of the prediction A (class `top`) and
+    of the class B that limits it (`runner_up`): ⌊(N_A − N_B − t)/2⌋/q, t = 1 where a tie would
+    go to B (argmax takes the lower class). `l1cert.splitting.dssn_certify` finds B."""
+    count_a, count_b = np.asarray(count_a), np.asarray(count_b)
+    tie = (np.asarray(runner_up) < np.asarray(top)).astype(np.int64)
+    return ((count_a - count_b - tie) // 2) / grid
+
+
 def thm1_beats_dp(pa, pb) -> np.ndarray:
     """Remark 2: where Theorem 1's radius exceeds the DP bound λ/2·ln(p̲A/p̄B) (λ cancels).
 

@@ -120,7 +120,7 @@ def certify_to_tsv(
     with exclusive_lock(partial):
         if already_complete(out, settings):  # finished by the writer that held the lock
             return out
-        done = prepare_partial(partial, settings)
+        done = prepare_partial(partial, settings, lambda idx: int(test_set[idx][1]))
         _certify_block(partial, model, smooth_noise, mode, test_set, block, done, settings,
                        reason, progress)  # fmt: skip
         publish(partial, out, settings, len(block))
@@ -217,6 +217,6 @@ def row_values(idx: int, label: int, cert: Certificate, elapsed: float, settings
         "scale": settings["scale"], "n0": cert.n0, "n": cert.n,
         "alpha": "0" if cert.exact else f"{cert.alpha:g}", "count": cert.count,
         "pa_lower": cert.pa_lower, "count_b": cert.count_b, "pb_upper": cert.pb_upper,
-        "top_class": cert.top_class,
+        "top_class": cert.top_class, "runner_up": cert.runner_up,
         **{f"radius_{bound}": radius for bound, radius in cert.bound_radii.items()},
     }  # fmt: skip

@@ -31,14 +31,16 @@ RUN_COLUMNS = ("noise", "sigma", "scale", "n0", "n", "alpha", "count", "pa_lower
 
 
 def columns(noise: str) -> list[str]:
-    """The full header for a noise (laplace adds count_b and pb_upper for teng_multiclass),
-    ending with top_class: ĉA, which `predict` hides (-1) where the primary bound abstains
-    though another bound (Theorem 1) may still certify it."""
+    """The full header for a noise (laplace adds count_b and pb_upper for teng_multiclass; an
+    exact noise the runner-up's votes and share), then top_class: ĉA, which `predict` hides
+    (-1) where the primary bound abstains though another bound (Theorem 1) may still certify
+    it; an exact noise ends with runner_up, the class its radius is limited by."""
     cls = NOISES[noise]
+    exact = any(BOUNDS[b].exact for b in cls.bounds)
     cols = [*COHEN_COLUMNS, *RUN_COLUMNS, *(f"radius_{bound}" for bound in cls.bounds)]
-    if any(BOUNDS[b].uses_pb or BOUNDS[b].exact for b in cls.bounds):
-        cols += ["count_b", "pb_upper"]  # exact: the runner-up's votes and share
-    return [*cols, "top_class"]
+    if exact or any(BOUNDS[b].uses_pb for b in cls.bounds):
+        cols += ["count_b", "pb_upper"]
+    return [*cols, "top_class", *(["runner_up"] if exact else [])]
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:

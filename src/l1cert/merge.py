@@ -11,6 +11,7 @@ from pathlib import Path
 
 from l1cert import certify_format as fmt
 from l1cert.points import select_indices, shard_block
+from l1cert.rederive import check_rows
 from l1cert.utils import L1CertError, atomic_path
 
 # Settings every shard of one certification shares; merge refuses shards that differ on them.
@@ -65,6 +66,7 @@ def merge_shards(paths: list[str | os.PathLike], out: str | os.PathLike) -> Path
     _check_complete(rows, owner, paths, sidecars)
     for path, settings, table in zip(paths, sidecars, tables, strict=True):
         fmt.check_sealed(path, settings, table)
+        check_rows(path, table, settings)
 
     batches = {settings["batch"] for settings in sidecars}
     merged = {

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from l1cert import certify_format as fmt
 from l1cert.points import shard_points
+from l1cert.rederive import check_rows
 from l1cert.utils import L1CertError, atomic_path, atomic_write_text
 
 
@@ -100,8 +101,11 @@ def already_complete(out: Path, settings: dict) -> bool:
     return True
 
 
-def prepare_partial(partial: Path, settings: dict) -> set[int]:
-    """Start the partial file afresh or validate and repair it for resuming; return idxs done."""
+def prepare_partial(partial: Path, settings: dict, label_of=None) -> set[int]:
+    """Start the partial file afresh or validate and repair it for resuming; return idxs done.
+
+    Its rows are re-derived (`l1cert.rederive`; `label_of(idx)`: the dataset's label) before
+    any is carried on, so an edited row is refused rather than sealed into the output."""
     if not partial.exists() or not fmt.sidecar_path(partial).exists():
         fmt.write_sidecar(partial, settings)
         _write_header(partial, settings)
@@ -117,6 +121,8 @@ def prepare_partial(partial: Path, settings: dict) -> set[int]:
         raise L1CertError(f"{partial}: unexpected header; remove it to start afresh")
     if not set(table.rows) <= set(shard_points(settings)):
         raise L1CertError(f"{partial}: rows outside this shard; remove it to start afresh")
+    labels = None if label_of is None else {idx: label_of(idx) for idx in table.rows}
+    check_rows(partial, table, settings, labels)
     if len(complete) != len(raw):  # a torn last line: drop it, only after every check passed
         with open(partial, "r+b") as f:
             f.truncate(len(complete))

@@ -46,6 +46,7 @@ class Certificate:
     n: int = 0
     n0: int = 0
     alpha: float | None = None
+    runner_up: int = ABSTAIN  # exact certificates: the class that limits the radius
 
     @property
     def radius(self) -> float:
@@ -250,23 +251,27 @@ class Smooth:
             counts = count_votes(f, torch.stack(list(xs)).to(f.device), noise.template,
                                  noise.scale, noise.grid, self.num_classes, batch_size)  # fmt: skip
         found, copies = dssn_certify(counts, noise.grid), noise.offsets
-        return [
-            Certificate(
-                int(a),
-                int(n_a),
-                n_a / copies,
-                {noise.primary_bound: float(r)},
-                int(n_b),
-                n_b / copies,
-                int(a),
-                copies,
-                0,
-                None,
-            )  # fmt: skip
-            for a, n_a, n_b, r in zip(
-                found.predict, found.count, found.count_b, found.radius, strict=True
+        certificates = []
+        for i, (a, n_a, b, n_b) in enumerate(
+            zip(found.predict, found.count, found.runner_up, found.count_b, strict=True)
+        ):
+            radii = {noise.primary_bound: float(found.radius[i])}
+            certificates.append(
+                Certificate(
+                    int(a),
+                    int(n_a),
+                    n_a / copies,
+                    radii,
+                    int(n_b),
+                    n_b / copies,
+                    int(a),
+                    copies,
+                    n0=0,
+                    alpha=None,
+                    runner_up=int(b),
+                )  # fmt: skip
             )
-        ]
+        return certificates
 
     @property
     def device(self) -> torch.device:
