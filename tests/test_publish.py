@@ -359,6 +359,8 @@ def test_a_report_killed_at_every_rename_is_old_or_new(tmp_path, inputs, refs):
         _report_argv(new_files, tmp_path / "count", NEW["args"]),
         ["strace", "-qq", "-o", str(trace), "-e", f"trace={RENAMES}"],
     )
+    if counted.returncode != 0 and "ptrace" in counted.stderr.lower():
+        pytest.skip(f"strace cannot trace here: {counted.stderr.strip().splitlines()[0]}")
     assert counted.returncode == 0, counted.stderr
     renames = [line for line in trace.read_text().splitlines() if "rename" in line]
     journal_at = next(i for i, line in enumerate(renames, 1) if JOURNAL in line)

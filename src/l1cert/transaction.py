@@ -20,7 +20,13 @@ once the journal is rolled forward, the new set, never a mix that lasts. Rolling
 files keep their final names: DVC and Snakemake, which declare every output by its path, find
 the same paths as before, and the staging folder, journal and lock file are dot-files beside
 them that neither declares. A journal names paths relative to its own folder where they lie
-under it, so a folder moved or copied after a crash still rolls forward onto itself.
+under it, so a folder moved or copied after a crash still rolls forward onto itself. (Both
+engines delete a job's declared outputs before rerunning it; a roll-forward then simply moves
+the staged files onto paths that are free.)
+
+`l1cert report` publishes its tables, figures, plot data, captions and metrics this way, the
+journal at OUT/.report-journal.json; `l1cert merge` can publish its TSV and sidecar the same
+way (a commit of two pairs under the lock of the output).
 
 `exclusive_lock` keeps a second writer out at once (flock: advisory, local to one machine on
 most network file systems). Pure standard library, torch-free.
