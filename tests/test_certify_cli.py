@@ -310,7 +310,7 @@ def test_resume_after_sigkill(checkpoint, tmp_path, sampling):
 
 
 def test_a_second_writer_stops_at_once_naming_the_first(checkpoint, tmp_path):
-    from l1cert.resume import exclusive_lock
+    from l1cert.transaction import exclusive_lock
 
     out = tmp_path / "run.tsv"
     with exclusive_lock(partial_path(out)):

@@ -136,6 +136,44 @@ def sidecar_without(name: str, key: str):
     return step
 
 
+def sidecar_with(name: str, **changes):
+    """The sidecar of a copied certify file with these keys set (its TSV and seal unchanged)."""
+
+    def step(tmp: Path, assets: Path):
+        side = fmt.sidecar_path(tmp / name)
+        doc = json.loads(side.read_text())
+        doc.update(changes)
+        side.write_text(json.dumps(doc, indent=2) + "\n")
+
+    return step
+
+
+def copy_as(name: str, target: str):
+    """A copied certify file under another name, its sidecar beside it."""
+
+    def step(tmp: Path, assets: Path):
+        path = tmp / target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(assets / name, path)
+        shutil.copy(fmt.sidecar_path(assets / name), fmt.sidecar_path(path))
+
+    return step
+
+
+def link(name: str, target: str, hard: bool = False):
+    """`name` as a symbolic (or hard) link to `target`."""
+
+    def step(tmp: Path, assets: Path):
+        path = tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if hard:
+            os.link(tmp / target, path)
+        else:
+            os.symlink(target, path)
+
+    return step
+
+
 def edit_row(name: str, **changes):
     """Change the first row of a copied certify file, then re-seal its sidecar (row count and
     digest), so that the row check, not the seal, is what refuses it. A value may be a
@@ -173,6 +211,59 @@ def wrong_label(row):
 
 
 GARBAGE = b"\x89PNG\r\n\x1a\n not really an image \xff\xfe\x00"
+# Bytes given as a checkpoint, each tripping torch's unpickler in its own way (text: KeyError
+# on the opcode 'h'; b"e": IndexError; b"J": struct.error; b"c\x80q": UnicodeDecodeError).
+NOT_CHECKPOINTS = {
+    "text": b"hello, this is a text file\n",
+    "random": bytes((i * 197 + 89) % 256 for i in range(512)),
+    "index-error": b"e",
+    "struct-error": b"J",
+    "unicode-error": b"c\x80q",
+}
+IMPORT = ["import", "ck.pth", "--format", "cohen", "--dataset", "cifar10", "--noise", "laplace",
+          "--sigma", "0.25", "--out", "m.pt"]  # fmt: skip
+COHEN_SIX = (
+    "idx\tlabel\tpredict\tradius\tcorrect\ttime\n0\t3\t3\t0.5\t1\t0.1\n1\t2\t-1\t0\t0\t0.1\n"
+)
+# Sidecar keys of a shard set to what readers cannot use, and the fragment of the refusal.
+BAD_SIDECAR = {
+    "code-null": ({"code": None}, "records no code digest"),
+    "code-text": ({"code": "abc"}, "code 'abc' is not {version, sha256} strings"),
+    "code-version-int": ({"code": {"version": 1, "sha256": "0"}}, "is not {version, sha256}"),
+    "dataset-size-huge": ({"dataset_size": 10**13}, "dataset_size 10000000000000 is not between"),
+    "dataset-size-float": (
+        {"dataset_size": 1e13},
+        "dataset_size 10000000000000.0 is not an integer",
+    ),
+    "skip-zero": ({"skip": 0}, "skip 0 is not between 1 and"),
+    "shards-text": ({"shards": "2"}, "shards '2' is not an integer"),
+    "shard-above-shards": ({"shard": 3}, "shard 3 of 2 shards"),
+    "num-classes-huge": ({"num_classes": 10**6}, "num_classes 1000000 is not between"),
+    "max-below": ({"max": -5}, "max -5 is not between -1 and"),
+    "n0-bool": ({"n0": True}, "n0 True is not an integer"),
+    "n-negative": ({"n": -50}, "n -50 is not between 1 and"),
+    "batch-list": ({"batch": [50]}, "batch [50] is not an integer"),
+    "sigma-text": ({"sigma": "abc"}, "sigma 'abc' is not a number"),
+    "alpha-2": ({"alpha": 2}, "alpha 2 is not in (0, 1)"),
+    "noise-list": ({"noise": ["laplace"]}, "noise ['laplace'] is not a string"),
+}
+# The same for the report (which reads no code, so a missing digest is fine there).
+BAD_REPORT_SIDECAR = {
+    "sigma-null": ({"sigma": None}, "sigma None is not a number"),
+    "scale-infinite": ({"scale": float("inf")}, "scale inf is not in (0, 1e+06)"),
+    "model-name-int": ({"model_name": 7}, "model_name 7 is not a string"),
+    "code-text": ({"code": 5}, "code 5 is not {version, sha256} strings"),
+    "num-classes-zero": ({"num_classes": 0}, "num_classes 0 is not between 1 and"),
+    # names that would become paths
+    "dataset-escapes": (
+        {"dataset": "../../../../tmp/x"},
+        "dataset '../../../../tmp/x' is not a plain",
+    ),
+    "dataset-absolute": ({"dataset": "/tmp/x"}, "dataset '/tmp/x' is not a plain name"),
+    "model-name-slash": ({"model_name": "a/b"}, "model_name 'a/b' is not a plain name"),
+    "training-dotdot": ({"training": ".."}, "training '..' is not a plain name"),
+    "dataset-too-long": ({"dataset": "d" * 101}, "dataset 'dddddddddd"),
+}
 NOT_UTF8 = b"idx\tlabel\xff\xfe\n\x80\x81\x82\n"
 
 
@@ -304,6 +395,153 @@ CASES = [
             ROWS_FRAGMENTS[name],
         )
         for name, edits in ROWS_EDITS.items()
+    ),
+    *(
+        Case(
+            f"report-sidecar-{name}",
+            (copy("run.tsv"), sidecar_with("run.tsv", **changes)),
+            REPORT,
+            f"run.json: {fragment}" if "digest" not in fragment else fragment,
+        )
+        for name, (changes, fragment) in BAD_REPORT_SIDECAR.items()
+    ),
+    Case(
+        "report-top-class-not-integer",
+        (copy("run.tsv"), edit_row("run.tsv", top_class="x")),
+        REPORT,
+        "top_class 'x' is not a class or -1",
+    ),
+    Case(
+        "report-top-class-too-large",
+        (copy("run.tsv"), edit_row("run.tsv", top_class="10")),
+        REPORT,
+        "top_class '10' is not a class or -1",
+    ),
+    # report: every output stays in the out dir, and none is an input
+    Case(
+        "report-dataset-option-escapes",
+        (write("x.tsv", COHEN_SIX), mkdir("victim")),
+        ["report", "x.tsv", "--out-dir", "rc", "--dataset", "../../victim/x"],
+        "--dataset '../../victim/x' is not a plain name",
+    ),
+    Case(
+        "report-label-option-slash",
+        (write("x.tsv", COHEN_SIX),),
+        ["report", "x.tsv", "--out-dir", "rc", "--label", "a/b"],
+        "--label 'a/b' is not a plain name",
+    ),
+    Case(
+        "report-out-subfolder-links-out",
+        (copy("run.tsv"), mkdir("elsewhere"), mkdir("rep"), link("rep/plots", "../elsewhere")),
+        REPORT,
+        "rep/plots/certified-accuracy.csv would be written outside the out dir rep",
+    ),
+    Case(
+        "report-output-links-out",
+        (copy("run.tsv"), write("victim.txt", "mine\n"), link("rep/metrics.json", "../victim.txt")),
+        REPORT,
+        "rep/metrics.json would be written outside the out dir rep",
+    ),
+    Case(
+        "report-metrics-is-the-input",
+        (copy("run.tsv"),),
+        [*REPORT, "--metrics", "run.tsv"],
+        "--metrics run.tsv is also an input (run.tsv)",
+    ),
+    Case(
+        "report-metrics-is-an-input-sidecar",
+        (copy("run.tsv"),),
+        [*REPORT, "--metrics", "run.json"],
+        "--metrics run.json is also an input (run.json)",
+    ),
+    Case(
+        "report-metrics-links-to-the-input",
+        (copy("run.tsv"), link("l.tsv", "run.tsv")),
+        [*REPORT, "--metrics", "l.tsv"],
+        "--metrics l.tsv is also an input (run.tsv)",
+    ),
+    Case(
+        "report-metrics-hard-link-of-the-input",
+        (copy("run.tsv"), link("h.tsv", "run.tsv", hard=True)),
+        [*REPORT, "--metrics", "h.tsv"],
+        "--metrics h.tsv is also an input (run.tsv)",
+    ),
+    Case(
+        "report-metrics-is-another-output",
+        (copy("run.tsv"),),
+        [*REPORT, "--metrics", "rep/tables/envelope.csv"],
+        "is also one of the report's other outputs",
+    ),
+    Case(
+        "report-output-is-the-input",
+        (copy_as("run.tsv", "rep/plots/digits-teng.csv"),),
+        ["report", "rep/plots/digits-teng.csv", "--out-dir", "rep", "--radii", "0,0.25"],
+        "would write rep/plots/digits-teng.csv, which is also an input",
+    ),
+    Case(
+        "report-lock-file-is-the-input",
+        (copy_as("run.tsv", "rep/.report.lock"),),
+        ["report", "rep/.report.lock", "--out-dir", "rep", "--radii", "0,0.25"],
+        "would write rep/.report.lock, which is also an input",
+    ),
+    # sidecars of the wrong type or range: resume, merge
+    Case(
+        "certify-resume-code-null",
+        (*MODEL, copy("run.tsv"), sidecar_with("run.tsv", code=None)),
+        [*CERTIFY, "--out", "run.tsv"],
+        "run.json records no code digest",
+    ),
+    Case(
+        "certify-resume-partial-code-missing",
+        (*MODEL, copy_as("run.tsv", "partial/out.tsv"), sidecar_without("partial/out.tsv", "code")),
+        [*CERTIFY, "--out", "out.tsv"],
+        "partial/out.json records no code digest",
+        new_ok=("partial/out.tsv.lock",),
+    ),
+    Case(
+        "certify-resume-dataset-size-huge",
+        (
+            *MODEL,
+            copy_as("run.tsv", "partial/out.tsv"),
+            sidecar_with("partial/out.tsv", dataset_size=10**13),
+        ),  # fmt: skip
+        [*CERTIFY, "--out", "out.tsv"],
+        "dataset_size 10000000000000 is not between",
+        new_ok=("partial/out.tsv.lock",),
+    ),
+    *(
+        Case(
+            f"merge-sidecar-{name}",
+            (copy(*SHARDS), sidecar_with(SHARDS[0], **changes)),
+            MERGE,
+            fragment,
+        )
+        for name, (changes, fragment) in BAD_SIDECAR.items()
+    ),
+    Case(
+        "merge-sidecar-code-missing",
+        (copy(*SHARDS), sidecar_without(SHARDS[0], "code")),
+        MERGE,
+        "shard-1-of-2.json records no code digest",
+    ),
+    # files that are not checkpoints
+    *(
+        Case(
+            f"certify-model-{name}",
+            (write("model.pt", content),),
+            [*CERTIFY, "--out", "out.tsv"],
+            "checkpoint model.pt is corrupt or not a torch file",
+        )
+        for name, content in NOT_CHECKPOINTS.items()
+    ),
+    *(
+        Case(
+            f"import-cohen-{name}",
+            (write("ck.pth", content),),
+            IMPORT,
+            "checkpoint ck.pth is corrupt or not a torch file",
+        )
+        for name, content in NOT_CHECKPOINTS.items()
     ),
     # train
     Case("train-seed-negative", (), [*TRAIN, "--seed", "-1"], "seed"),

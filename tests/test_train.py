@@ -216,3 +216,56 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert drop_time[0] == drop_time[1] and len(logs[0]) == 5
     metrics = [json.loads((d / "metrics.json").read_text()) for d in (killed, whole)]
     assert metrics[0]["noise_accuracy"] == metrics[1]["noise_accuracy"]
+
+
+# --- the log after a kill at its last rename ---------------------------------------------------
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no `except Exception` catches it."""
+
+
+def test_a_log_left_an_epoch_short_is_rewritten_from_the_checkpoint(tmp_path, monkeypatch):
+    """Killed as it renamed train-log.csv after the last epoch: the checkpoint holds every
+    epoch, the log one fewer, and no model.pt yet. The rerun restores the log."""
+    import l1cert.train as training
+
+    config = _config(epochs=2)
+    real = training.atomic_write_text
+
+    def kill_at_the_last_log(path, text):
+        if path.name == "train-log.csv" and text.count("\n") == 1 + config.epochs:
+            raise _Killed
+        real(path, text)
+
+    monkeypatch.setattr(training, "atomic_write_text", kill_at_the_last_log)
+    with pytest.raises(_Killed):
+        train(config, tmp_path, device="cpu")
+    monkeypatch.undo()
+    assert len((tmp_path / "train-log.csv").read_text().splitlines()) == 1 + 1
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    assert state["epoch"] == 2 and not (tmp_path / "model.pt").exists()
+
+    train(config, tmp_path, device="cpu")
+    assert (tmp_path / "train-log.csv").read_text() == training._csv(state["log"])
+    _, meta = load_model(tmp_path / "model.pt")
+    assert meta["log"] == state["log"]  # kept in the model once the checkpoint is gone
+
+
+def test_a_finished_run_restores_a_short_log_from_its_model(tmp_path):
+    """The same when the log is short beside a finished model.pt (checkpoint removed)."""
+    config = _config(epochs=2)
+    train(config, tmp_path, device="cpu")
+    log = tmp_path / "train-log.csv"
+    original = log.read_text()
+    log.write_text("".join(original.splitlines(keepends=True)[:-1]))  # one epoch short
+    train(config, tmp_path, device="cpu")
+    assert log.read_text() == original and len(original.splitlines()) == 1 + 2
+
+    # A model saved before models kept their log: the log is left as it is.
+    ckpt = torch.load(tmp_path / "model.pt", weights_only=True)
+    del ckpt["meta"]["log"]
+    torch.save(ckpt, tmp_path / "model.pt")
+    log.write_text("short\n")
+    train(config, tmp_path, device="cpu")
+    assert log.read_text() == "short\n"

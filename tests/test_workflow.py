@@ -159,6 +159,14 @@ def _set(config, dotted, value):
         ("models", [{**IMPORTED, "name": "../up"}], "['models'][0]['name']"),
         ("models", [{**IMPORTED, "weights": "x"}], "'weights' was unexpected"),
         ("models", [{k: v for k, v in IMPORTED.items() if k != "noise"}], "'noise' is a required"),
+        # what a job would refuse hours later (sequential needs n >= its first round of 100)
+        ("certify.n", 50, "['certify']['n']"),
+        ("certify.batch", 10**12, "['certify']['batch']"),
+        ("train.workers", 100_000_000, "['train']['workers']"),
+        ("train.lr", 1e308, "['train']['lr']"),
+        ("train.seed", 2**64, "['train']['seed']"),
+        ("train.type2.epsilon", 1e308, "['train']['type2']['epsilon']"),
+        ("grid.sigmas", [1e308], "['grid']['sigmas'][0]"),
     ],
 )
 def test_schema_errors_name_the_key(key, value, expected):
@@ -183,6 +191,20 @@ def test_bad_config_stops_the_workflow_before_any_job(tmp_path):
     result = run(["snakemake", "-n", "--configfile", "bad.yaml"], project, check=False)
     assert result.returncode != 0
     assert "certify.shards must list the shard numbers 1..K" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "radii, message",
+    [
+        ("0,1,1", "report.radii must be increasing"),
+        ("0,1" + "0" * 400, "report.radii must be increasing finite numbers"),
+    ],
+)
+def test_report_radii_every_job_would_refuse_stop_the_dry_run(tmp_path, radii, message):
+    project = make_project(tmp_path / "project")
+    (project / "bad.yaml").write_text(f'report:\n  radii: "{radii}"\n')
+    result = run(["snakemake", "-n", "--configfile", "bad.yaml"], project, check=False)
+    assert result.returncode != 0 and message in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(

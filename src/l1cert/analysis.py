@@ -7,7 +7,9 @@ correct points (Zhai et al. 2020); the envelope is the best accuracy over σ at 
 Identity (dataset, training, noise, σ, model name) comes from the sidecar that certify writes
 from the checkpoint. Only Cohen et al.'s six-column files, which have none, are named from
 their path (σ from `noise_0.25`, `sigma_0.25` or `-s0.25`; noise gaussian, bound cohen) and
-from the reader's `dataset` and `label` (shown as the training type). Torch-free.
+from the reader's `dataset` and `label` (shown as the training type). Dataset, training and
+model name end up in the report's file names and rows, so each must be a plain name
+(`l1cert.names.check_plain_name`), wherever it came from. Torch-free.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 
 from l1cert import certify_format as fmt
 from l1cert.certificates import BOUNDS
-from l1cert.names import DATASETS, TRAININGS
+from l1cert.names import DATASETS, TRAININGS, check_plain_name
 from l1cert.noise import NOISES
 from l1cert.utils import L1CertError
 
@@ -90,7 +92,7 @@ def read_certificates(
     path = Path(path)
     if path.is_dir():
         return _read_published(path, dataset, label, bound)
-    settings = fmt.read_sidecar(path, required=False)
+    settings = fmt.read_sidecar(path, required=False, code=False)  # the report needs no code
     table = fmt.read_rows(path, settings.get("num_classes"))
     if not table.rows:
         raise L1CertError(f"{path}: holds a header but no certified points")
@@ -203,6 +205,8 @@ def _sidecar_identity(path: Path, settings: dict, table: fmt.Table) -> dict:
             )
     if settings["noise"] not in NOISES:
         raise L1CertError(f"{path}: unknown noise {settings['noise']!r}")
+    for key in ("dataset", "training", "model_name"):  # they name the report's files and rows
+        check_plain_name(f"{fmt.sidecar_path(path)}: {key}", settings[key])
     return {
         "dataset": str(settings["dataset"]),
         "training": str(settings["training"]),
@@ -227,7 +231,8 @@ def _cohen_identity(path: Path, dataset: str | None, label: str | None) -> dict:
     sigma = float(found["sigma"]) if found else None
     if dataset is None:
         dataset = next((part for part in reversed(path.parts) if part in DATASETS), "unknown")
-    training = label or "unknown"
+    check_plain_name("--dataset", dataset)
+    training = check_plain_name("--label", label) if label else "unknown"
     model = f"gaussian-{training}-s{sigma:g}" if sigma is not None else path.name
     return {
         "dataset": dataset,
@@ -274,9 +279,11 @@ def read_all(
     dataset: str | None = None,
     label: str | None = None,
     bound: str | None = None,
+    quiet: bool = False,
 ) -> list[CertifiedRun]:
     """Read every file, refusing two files for the same dataset and model; log each once all
-    are read (an error is then the only line on stderr)."""
+    are read (an error is then the only line on stderr), unless `quiet`: the caller then
+    checks more and calls `log_reads` itself."""
     runs, seen = [], {}
     for path in paths:
         run = read_certificates(path, dataset, label, bound)
@@ -296,13 +303,18 @@ def read_all(
         runs.append((path, run))
     if not runs:
         raise L1CertError("no certify files given")
-    for path, run in runs:
+    runs = [run for _, run in runs]
+    if not quiet:
+        log_reads(runs)
+    return sorted(runs, key=_run_order)
+
+
+def log_reads(runs: Iterable[CertifiedRun]) -> None:
+    for run in runs:
         log(
-            f"read {path}: {run.dataset} {run.model}: {run.points} points, "
+            f"read {run.path}: {run.dataset} {run.model}: {run.points} points, "
             f"bounds {', '.join(run.bounds)}"
         )
-    runs = [run for _, run in runs]
-    return sorted(runs, key=_run_order)
 
 
 def training_rank(training: str) -> int:

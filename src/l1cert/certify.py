@@ -18,15 +18,9 @@ from l1cert.forward import should_compile
 from l1cert.noise import Noise, make_noise
 from l1cert.points import parse_shard, select_indices, shard_block
 from l1cert.provenance import code_digest
-from l1cert.resume import (
-    already_complete,
-    check_out,
-    exclusive_lock,
-    partial_path,
-    prepare_partial,
-    publish,
-)
+from l1cert.resume import already_complete, check_out, partial_path, prepare_partial, publish
 from l1cert.sampling import resolve
+from l1cert.transaction import exclusive_lock
 from l1cert.utils import L1CertError, check_memory, resolve_device
 
 if TYPE_CHECKING:  # torch only where certification runs

@@ -121,6 +121,7 @@ def read_rows(
 def _row_checker(path: Path, header: list[str], num_classes: int | None):
     at = {name: header.index(name) for name in ("idx", "label", "predict", "correct")}
     radii = [i for i, name in enumerate(header) if name == "radius" or name.startswith("radius_")]
+    top_at = header.index("top_class") if "top_class" in header else None
 
     def check(number: int, fields: list[str]) -> int:
         where = f"{path}:{number}"
@@ -138,6 +139,17 @@ def _row_checker(path: Path, header: list[str], num_classes: int | None):
             raise L1CertError(f"{where}: predict {predict} is not a class or -1")
         if correct != int(predict != ABSTAIN and predict == label):
             raise L1CertError(f"{where}: correct {correct} disagrees with predict and label")
+        if top_at is not None:
+            try:
+                top_class = int(fields[top_at])
+            except ValueError:
+                top_class = None
+            if (
+                top_class is None
+                or top_class < ABSTAIN
+                or (num_classes is not None and top_class >= num_classes)
+            ):
+                raise L1CertError(f"{where}: top_class {fields[top_at]!r} is not a class or -1")
         for i in radii:
             try:
                 value = float(fields[i])
@@ -153,8 +165,88 @@ def _row_checker(path: Path, header: list[str], num_classes: int | None):
 # --- sidecar -------------------------------------------------------------------------------
 
 
-def read_sidecar(path: str | os.PathLike, required: bool = True) -> dict:
-    """The sidecar of certify file `path` ({} if it has none and `required` is false)."""
+def _integer(low: int, high: int, none: bool = False):
+    def check(value):
+        if value is None and none:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "is not an integer"
+        return None if low <= value <= high else f"is not between {low} and {high}"
+
+    return check
+
+
+def _number(low: float, high: float, open_ends: bool = False, none: bool = False):
+    def check(value):
+        if value is None and none:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "is not a number"
+        inside = low < value < high if open_ends else low <= value <= high
+        if not (math.isfinite(value) and inside):
+            ends = "()" if open_ends else "[]"
+            return f"is not in {ends[0]}{low:g}, {high:g}{ends[1]}"
+        return None
+
+    return check
+
+
+def _text(value):
+    return None if isinstance(value, str) else "is not a string"
+
+
+def _code(value):
+    if value is None:  # absent or null: see `read_sidecar`
+        return None
+    if not (
+        isinstance(value, dict)
+        and isinstance(value.get("version"), str)
+        and isinstance(value.get("sha256"), str)
+    ):
+        return "is not {version, sha256} strings"
+    return None
+
+
+# The keys that readers (certify's resume, merge, the report) use, and what each must hold.
+# A key absent here or from the sidecar is not checked; the reader that needs it says so.
+SIDECAR_CHECKS = {
+    "code": _code,
+    "dataset": _text,
+    "training": _text,
+    "model_name": _text,
+    "noise": _text,
+    "split": _text,
+    "sampling": _text,
+    "model_sha256": _text,
+    "tsv_sha256": _text,
+    "sigma": _number(0, 1e6, open_ends=True),
+    "scale": _number(0, 1e6, open_ends=True),
+    "alpha": _number(0, 1, open_ends=True, none=True),  # None: exact, no failure probability
+    "num_classes": _integer(1, 10**5),
+    "dataset_size": _integer(1, 10**8),
+    "skip": _integer(1, 10**8),
+    "max": _integer(-1, 10**8),
+    "shards": _integer(1, 10**6),
+    "shard": _integer(1, 10**6, none=True),  # None once merged
+    "n0": _integer(1, 10**12, none=True),  # None: exact, no selection draws
+    "n": _integer(1, 10**12),
+    "batch": _integer(1, 10**12, none=True),  # None once merged from shards of other batches
+    "seed": _integer(0, 2**63 - 1),
+    "rows": _integer(0, 10**8),
+    "grid": _integer(1, 10**6),
+    "offsets": _integer(2, 10**9),
+    "template_sha256": _text,
+    "train_seconds": _number(0, 1e12, none=True),
+}
+
+
+def read_sidecar(path: str | os.PathLike, required: bool = True, code: bool = True) -> dict:
+    """The sidecar of certify file `path` ({} if it has none and `required` is false).
+
+    Every key of SIDECAR_CHECKS it holds is checked (type and range) and `code` must be there
+    unless `code` is false (the report, which does not compare code, reads files made before
+    sidecars recorded it); anything else is a one-line L1CertError naming file and key.
+    """
     side = sidecar_path(path)
     try:
         settings = json.loads(side.read_bytes().decode())
@@ -166,6 +258,20 @@ def read_sidecar(path: str | os.PathLike, required: bool = True) -> dict:
         raise L1CertError(f"cannot read sidecar {side}: {err}") from None
     if not isinstance(settings, dict) or settings.get("format") != SIDECAR_FORMAT:
         raise L1CertError(f"{side} is not an l1cert certify sidecar ({SIDECAR_FORMAT})")
+    for key, check in SIDECAR_CHECKS.items():
+        problem = check(settings[key]) if key in settings else None
+        if problem:
+            shown = repr(settings[key])
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise L1CertError(f"{side}: {key} {shown} {problem}")
+    if code and settings.get("code") is None:
+        raise L1CertError(
+            f"{side} records no code digest (made by an older l1cert): its rows cannot be "
+            "resumed or merged by this code; certify afresh"
+        )
+    shard, shards = settings.get("shard"), settings.get("shards")
+    if shard is not None and shards is not None and shard > shards:
+        raise L1CertError(f"{side}: shard {shard} of {shards} shards")
     return settings
 
 

@@ -73,7 +73,11 @@ def import_checkpoint(
     if fmt == "smoothadv":
         std = [1.0] * len(mean)  # (x - mean) / 1 is exactly their centering layer
     model = build_model(arch, num_classes, input_shape, mean, std)
-    model.load_state_dict(_mapped(state, model, arch, prefix, f"{src}: {fmt} {arch}"))
+    try:
+        model.load_state_dict(_mapped(state, model, arch, prefix, f"{src}: {fmt} {arch}"))
+    except (RuntimeError, TypeError, ValueError) as err:  # _mapped checked keys and shapes
+        first = (str(err).strip().splitlines() or [""])[0][:160]
+        raise L1CertError(f"{src}: its tensors do not load into a {arch} ({first})") from None
 
     meta = {
         # imported models are named as such, and apart by the noise they are certified with
@@ -159,6 +163,8 @@ def _mapped(state: dict, model: torch.nn.Module, arch: str, prefix: str, what: s
         if not isinstance(tensor, torch.Tensor) or tensor.shape != ours.shape:
             shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor)
             raise L1CertError(f"{what}: key {theirs!r} is {shape}, expected {tuple(ours.shape)}")
+        if ours.is_floating_point() and not tensor.is_floating_point():
+            raise L1CertError(f"{what}: key {theirs!r} holds {tensor.dtype}, not real numbers")
         out[key] = tensor
         used.add(theirs)
     extra = [k for k in state if k not in used]

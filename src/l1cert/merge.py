@@ -7,12 +7,17 @@ made them, and together hold every test point of the run exactly once.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from l1cert import certify_format as fmt
+from l1cert import transaction
 from l1cert.points import select_indices, shard_block
 from l1cert.rederive import check_rows
-from l1cert.utils import L1CertError, atomic_path
+from l1cert.resume import check_out, partial_path
+from l1cert.transaction import exclusive_lock
+from l1cert.utils import L1CertError, umask
 
 # Settings every shard of one certification shares; merge refuses shards that differ on them.
 SHARED_SETTINGS = (
@@ -31,13 +36,32 @@ def _differences(previous: dict, settings: dict, keys) -> list[str]:
 def merge_shards(paths: list[str | os.PathLike], out: str | os.PathLike) -> Path:
     """Merge all K shards of one certification into `out`, rows sorted by idx, plus its sidecar.
 
-    Refuses shards that disagree on settings or code, overlap, or leave test points out.
+    Refuses shards that disagree on settings or code, overlap, or leave test points out, and
+    rows that their counts do not give (`l1cert.rederive`). One merge at a time per output (a
+    lock in partial/ beside it), and the TSV and its sidecar are published as one transaction
+    (`l1cert.transaction`): a merge killed at any moment leaves the old pair, or the new pair
+    once the next merge has rolled it forward.
     """
     paths, out = [Path(p) for p in paths], Path(out)
     if not paths:
         raise L1CertError("merge needs at least one shard TSV")
     if out.is_dir():
         raise L1CertError(f"--out {out} is a directory; give a file name such as {out}/run.tsv")
+    outputs = (out, fmt.sidecar_path(out))
+    for path in paths:
+        for source in (path, fmt.sidecar_path(path)):
+            if any(_same_file(source, target) for target in outputs):
+                raise L1CertError(f"--out {out} would overwrite the input {source}")
+    check_out(out)
+    header, lines, merged = _merged(paths)  # every input checked before anything is written
+    with exclusive_lock(partial_path(out), what=f"merged output {out}"):
+        transaction.roll_forward(_journal(out), _vetter(out))
+        _publish(out, header, lines, merged)
+    return out
+
+
+def _merged(paths: list[Path]) -> tuple[list[str], list[str], dict]:
+    """The merged file's header, its lines sorted by idx, and its sidecar (unsealed)."""
     sidecars = [fmt.read_sidecar(p) for p in paths]
     first = sidecars[0]
     missing = [key for key in SHARED_SETTINGS + ("shard",) if key not in first]
@@ -76,15 +100,67 @@ def merge_shards(paths: list[str | os.PathLike], out: str | os.PathLike) -> Path
         "points": len(rows),
         "merged_from": [str(p) for p in paths],
     }
-    with atomic_path(out) as tmp:
-        with open(tmp, "w") as f:
-            f.write("\t".join(first["columns"]) + "\n")
-            f.writelines(rows[idx] + "\n" for idx in sorted(rows))
-        merged = fmt.seal(tmp, merged, len(rows))
-        # The sidecar goes first: a crash between the renames leaves a pair that readers
-        # refuse (digest mismatch), never an old TSV passing for the new one.
-        fmt.write_sidecar(out, merged)
-    return out
+    return first["columns"], [rows[idx] for idx in sorted(rows)], merged
+
+
+def _publish(out: Path, header: list[str], lines: list[str], merged: dict) -> None:
+    """Stage the TSV and its sealed sidecar in partial/, then move both in one transaction."""
+    stage = Path(tempfile.mkdtemp(prefix=STAGING, dir=partial_path(out).parent))
+    try:
+        tsv, side = stage / out.name, fmt.sidecar_path(stage / out.name)
+        with open(tsv, "w") as f:
+            f.write("\t".join(header) + "\n")
+            f.writelines(line + "\n" for line in lines)
+        fmt.write_sidecar(tsv, fmt.seal(tsv, merged, len(lines)))
+        for staged in (tsv, side):
+            os.chmod(staged, 0o666 & ~umask())
+        pairs = [(tsv, out), (side, fmt.sidecar_path(out))]
+        transaction.commit(pairs, _journal(out), cleanup=[stage])
+    finally:
+        if not _journal(out).exists():  # not committed, or done: the staging goes
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+STAGING = ".merge-staging-"
+
+
+def _journal(out: Path) -> Path:
+    """The merge's journal, in partial/ beside its output (ignored by DVC)."""
+    return partial_path(out).with_name(f"{out.name}.journal.json")
+
+
+def _vetter(out: Path):
+    """What a merge's journal may hold: the TSV and its sidecar staged in partial/, moved onto
+    `out` and its sidecar."""
+    folder = partial_path(out).parent
+
+    def vet(pairs, cleanup) -> None:
+        targets = {os.path.abspath(t) for t in (out, fmt.sidecar_path(out))}
+        for source, target in pairs:
+            staged = Path(os.path.abspath(source)).parent
+            if (
+                os.path.abspath(target) not in targets
+                or staged.parent != Path(os.path.abspath(folder))
+                or not staged.name.startswith(STAGING)
+            ):
+                raise L1CertError(
+                    f"pending journal {_journal(out)} moves {source} onto {target}, which no "
+                    "merge does; check the files and remove the journal by hand"
+                )
+        for stage in cleanup:
+            if Path(os.path.abspath(stage)).parent != Path(os.path.abspath(folder)):
+                raise L1CertError(f"pending journal {_journal(out)} removes {stage}")
+
+    return vet
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _check_shard_numbers(paths: list[Path], sidecars: list[dict]) -> None:

@@ -11,6 +11,7 @@ import itertools
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -143,12 +144,19 @@ def save_model(
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """torch.load with weights_only=True: tensors and plain containers only, code refused."""
+    """torch.load with weights_only=True: tensors and plain containers only, code refused.
+
+    Whatever the file holds (text, random bytes, a truncated or altered checkpoint), what
+    fails to load is one L1CertError naming the file: torch's unpickler meets such bytes with
+    KeyError, IndexError, struct.error, UnicodeDecodeError, AssertionError and more, and warns
+    about unknown pickle protocols on the way (kept off the user's terminal here)."""
     path = Path(path)
     if not path.is_file():
         raise L1CertError(f"checkpoint {path} not found")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL (\S+)", str(err))
         if not found:
@@ -158,7 +166,12 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
             "than weights; nothing in it was run"
         ) from err
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
-        raise L1CertError(f"checkpoint {path} is corrupt or not a torch file ({err})") from err
+        first = (str(err).strip().splitlines() or [""])[0].split(". ")[0][:160]
+        raise L1CertError(f"checkpoint {path} is corrupt or not a torch file ({first})") from err
+    except Exception as err:  # any other failure to unpickle these bytes: not a checkpoint
+        raise L1CertError(
+            f"checkpoint {path} is corrupt or not a torch file ({type(err).__name__})"
+        ) from err
 
 
 def check_meta(meta, path) -> dict:

@@ -4,6 +4,8 @@ Torch-free, so the report and the workflow read them quickly. The noises are `l1
 table; the architectures' builders live in `l1cert.models` under these names.
 """
 
+import re
+
 DATASETS = ("digits", "cifar10", "imagenet", "imagefolder")
 TRAININGS = ("type1", "type2")  # noise augmentation; SmoothAdv
 ARCHITECTURES = ("digits_mlp", "cifar_resnet20", "cifar_resnet110", "resnet50")
@@ -16,6 +18,32 @@ def check_choice(what: str, value: str, choices: tuple[str, ...]) -> str:
 
     if value not in choices:
         raise L1CertError(f"unknown {what} {value!r} (choose from {', '.join(choices)})")
+    return value
+
+
+# What a name read from data (a dataset, a training label, a model name) may look like before
+# it becomes part of a file name: letters, digits and _ . + -, starting with a letter or digit,
+# no "..", at most PLAIN_NAME_MAX characters. No separator, so it names a file, never a path.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+PLAIN_NAME_MAX = 100
+
+
+def check_plain_name(what: str, value) -> str:
+    """`value` if it is a plain name (see PLAIN_NAME), else a one-line L1CertError naming
+    `what` (where the value came from: a file and key, or an option). Never rewritten."""
+    from l1cert.utils import L1CertError
+
+    if (
+        not isinstance(value, str)
+        or len(value) > PLAIN_NAME_MAX
+        or ".." in value
+        or not PLAIN_NAME.fullmatch(value)
+    ):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise L1CertError(
+            f"{what} {shown} is not a plain name (letters, digits and _.+- only, starting "
+            f"with a letter or digit, no '..', at most {PLAIN_NAME_MAX} characters)"
+        )
     return value
 
 

@@ -10,13 +10,14 @@ makes stale. Torch-free: Snakemake imports it to build its DAG.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from l1cert.config import CertifyConfig, TrainConfig, section_schema
+from l1cert.config import CertifyConfig, TrainConfig, field_schema, section_schema
 from l1cert.provenance import PACKAGE_DIR, command_closure, module_file
 
 MANIFEST = "results/data/{dataset}.json"
@@ -142,6 +143,9 @@ def params_schema(base: str | Path) -> dict:
     top["dataset"]["enum"] = list(DATASETS)
     grid["noises"]["items"]["enum"] = model["noise"]["enum"] = list(NOISES)
     grid["trainings"]["items"]["enum"] = model["training"]["enum"] = list(TRAININGS)
+    sigma = field_schema(next(f for f in dataclasses.fields(TrainConfig) if f.name == "sigma"))
+    grid["sigmas"]["items"] = {**sigma, "description": grid["sigmas"]["description"]}
+    model["sigma"] = sigma
     schema["properties"]["train"] = section_schema(TrainConfig)
     certify = section_schema(CertifyConfig)
     certify["properties"]["shards"] = schema["$defs"]["shards"]

@@ -1,14 +1,14 @@
 """The report: tables (CSV, Markdown, LaTeX), captions, metrics, plot data and figures.
 
 Rendering only: the numbers come from `l1cert.analysis`, the figures from `l1cert.figures`.
-`build_report` checks every input before it writes anything, writes into a staging directory,
-and then moves each finished file onto its place, so a report that fails leaves the previous
-one as it was.
+`build_report` checks every input and every output path before it writes anything, renders
+into a staging directory, and publishes the files as one transaction (`l1cert.transaction`:
+a journal, then renames), so a report that fails leaves the previous one as it was, and one
+killed while publishing is finished by the next run into the same folder.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from l1cert import transaction
 from l1cert.analysis import (
     CertifiedRun,
     Envelope,
@@ -29,12 +30,14 @@ from l1cert.analysis import (
     all_bounds,
     envelopes,
     log,
+    log_reads,
     radius_grid,
     read_all,
     settings_text,
 )
 from l1cert.certificates import BOUNDS, curve_methods, panel_methods
-from l1cert.names import DEFAULT_RADII
+from l1cert.certify_format import sidecar_path
+from l1cert.names import DEFAULT_RADII, check_plain_name
 from l1cert.utils import L1CertError, umask
 
 # What names one curve (a model under one bound) in the tables and plot data.
@@ -364,6 +367,13 @@ def bound_plot_csv(runs: Sequence[CertifiedRun], bound: str, grid: np.ndarray) -
     return to_csv(header, rows)
 
 
+# Beside the outputs in the out dir: the lock (`.report.lock`), the journal of a publication
+# under way, and the staging folders the new files are rendered into (l1cert.transaction).
+LOCK = ".report"
+JOURNAL = ".report-journal.json"
+STAGING = ".report-staging-"
+
+
 def build_report(
     paths: Sequence[str | Path],
     out_dir: str | Path,
@@ -379,6 +389,10 @@ def build_report(
 
     `dataset` and `label` name Cohen et al.'s six-column files and published result
     directories (rs4a's layout), whose radii are those of `bound` (see `l1cert.analysis`).
+    A report is published as one transaction (`l1cert.transaction`) under the out dir's lock:
+    a report killed while publishing is finished by the next one, so readers find the old
+    report or the new one, never a mix. Every input is read and every output path checked
+    (plain names, inside the out dir, none of them an input) before anything is written.
     """
     radii = check_radii(radii)
     if not (math.isfinite(fig6_sigma) and fig6_sigma > 0):
@@ -392,33 +406,151 @@ def build_report(
             raise L1CertError(f"{target} is a file, not a directory")
     if metrics_file.is_dir():
         raise L1CertError(f"--metrics {metrics_file} is a directory, not a file")
-    runs = read_all(paths, dataset, label, bound)
-    with _staging(out) as stage:
-        files = _render(runs, radii, fig6_sigma, stage, cost_radius)
-        metrics_text = json.dumps(metrics(accuracy_rows(runs, radii), radii), indent=2) + "\n"
-        (stage / "metrics.json").write_text(metrics_text)
-        targets = {stage / f: out / f for f in files} | {stage / "metrics.json": metrics_file}
-        for source, target in targets.items():  # each one rename: old or new, never half
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(source, 0o666 & ~umask())
-            os.replace(source, target)
-            log(f"wrote {target}")
-    log(f"done: {len(runs)} certify file(s), {len(targets)} outputs ({settings_text(runs)})")
-    return list(targets.values())
+    recover(out)  # a report killed while publishing is finished before anything else
+    runs = read_all(paths, dataset, label, bound, quiet=True)
+    datasets = sorted({r.dataset for r in runs})
+    for name in datasets:  # read_all checked them; this function builds paths from them
+        check_plain_name("dataset", name)
+    targets = expected_outputs(out, datasets, metrics_path)
+    _check_targets(out, targets, metrics_file if metrics_path else None)
+    _check_not_inputs(paths, [*targets, out / f"{LOCK}.lock", out / JOURNAL], metrics_path)
 
-
-@contextlib.contextmanager
-def _staging(out: Path):
-    """A fresh directory beside `out` for the new files, removed whatever happens; staging
-    directories of killed runs are removed first."""
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".report-staging-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    stage = Path(tempfile.mkdtemp(prefix=".report-staging-", dir=out))
+    with _lock(out):
+        log_reads(runs)  # all checked, the folder ours: an error above is stderr's only line
+        transaction.roll_forward(out / JOURNAL, _vetter(out))
+        for stale in out.glob(f"{STAGING}*"):  # of killed runs: no one else holds the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        stage = Path(tempfile.mkdtemp(prefix=STAGING, dir=out))
+        metrics_stage = None
+        try:
+            metrics_stage = _metrics_stage(out, metrics_file, stage)
+            files = _render(runs, radii, fig6_sigma, stage, cost_radius)
+            text = json.dumps(metrics(accuracy_rows(runs, radii), radii), indent=2) + "\n"
+            metrics_stage.write_text(text)
+            pairs = [(stage / f, out / f) for f in files] + [(metrics_stage, metrics_file)]
+            if sorted(map(str, (t for _, t in pairs))) != sorted(map(str, targets)):
+                raise RuntimeError("the report rendered other files than expected_outputs")
+            for source, _ in pairs:
+                os.chmod(source, 0o666 & ~umask())
+            transaction.commit(pairs, out / JOURNAL, cleanup=[stage])
+        finally:
+            if not (out / JOURNAL).exists():  # not committed, or done: the staging goes
+                shutil.rmtree(stage, ignore_errors=True)
+                if metrics_stage is not None:
+                    metrics_stage.unlink(missing_ok=True)
+    for _, target in pairs:
+        log(f"wrote {target}")
+    log(f"done: {len(runs)} certify file(s), {len(pairs)} outputs ({settings_text(runs)})")
+    return [target for _, target in pairs]
+
+
+def recover(out_dir: str | Path) -> int:
+    """Finish publishing a report that was killed after its commit point in `out_dir`, under
+    the out dir's lock; return the number of files it moved (0: nothing was pending)."""
+    out = Path(out_dir)
+    if not (out / JOURNAL).exists():
+        return 0
+    with _lock(out):
+        return transaction.roll_forward(out / JOURNAL, _vetter(out))
+
+
+def inside(out_dir: str | Path, path: str | Path) -> bool:
+    """Whether `path`, every link resolved, lies under `out_dir` (resolved too)."""
+    out = Path(os.path.realpath(out_dir))
+    return Path(os.path.realpath(path)).is_relative_to(out)
+
+
+def _lock(out: Path):
+    return transaction.exclusive_lock(out / LOCK, what=f"report folder {out}")
+
+
+def _metrics_stage(out: Path, metrics_file: Path, stage: Path) -> Path:
+    """Where the new metrics file is written: the staging folder when the metrics go inside
+    the out dir, else a dot-file beside them (a rename never crosses file systems)."""
+    if inside(out, metrics_file.parent):
+        return stage / "metrics.json"
+    metrics_file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{metrics_file.name}{STAGING}", suffix=".tmp", dir=metrics_file.parent
+    )
+    os.close(fd)
+    return Path(tmp)
+
+
+def _check_targets(out: Path, targets: Sequence[Path], metrics_file: Path | None) -> None:
+    """Every output but the --metrics the user named lies inside the out dir."""
+    for target in targets:
+        if target != metrics_file and not inside(out, target):
+            raise L1CertError(
+                f"{target} would be written outside the out dir {out} (a link leads out)"
+            )
+    if metrics_file is not None and any(
+        os.path.realpath(t) == os.path.realpath(metrics_file) for t in targets[:-1]
+    ):
+        raise L1CertError(f"--metrics {metrics_file} is also one of the report's other outputs")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
     try:
-        yield stage
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        return os.path.samefile(a, b)  # hard links
+    except OSError:
+        return False
+
+
+def _check_not_inputs(
+    paths: Sequence[str | Path], outputs: Sequence[Path], metrics_path: str | Path | None
+) -> None:
+    """No output (nor the lock or journal) is an input or an input's sidecar."""
+    inputs = [Path(p) for p in paths]
+    inputs += [sidecar_path(p) for p in inputs]
+    for output in outputs:
+        for source in inputs:
+            if _same_file(output, source):
+                what = (
+                    f"--metrics {output}"
+                    if metrics_path is not None and output == Path(metrics_path)
+                    else f"the report would write {output}, which"
+                )
+                raise L1CertError(
+                    f"{what} is also an input ({source}); a report never writes over what it "
+                    "reads: choose another --out-dir or --metrics"
+                )
+
+
+def _vetter(out: Path):
+    """What a report's journal may hold: files staged in a staging folder of `out` (or beside
+    the metrics file) moved inside `out` (or onto that metrics file), and staging folders."""
+
+    def staged_in_out(path: Path) -> bool:
+        rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(out))
+        return rel.parts[0].startswith(STAGING) and len(rel.parts) > 1
+
+    def vet(pairs, cleanup) -> None:
+        for source, target in pairs:
+            beside = source.parent == target.parent and source.name.startswith(
+                f".{target.name}{STAGING}"
+            )
+            ok = beside or (_under(out, source) and staged_in_out(source) and inside(out, target))
+            if not ok:
+                raise L1CertError(
+                    f"pending journal {out / JOURNAL} moves {source} onto {target}, which no "
+                    "report does; check the files and remove the journal by hand"
+                )
+        for folder in cleanup:
+            if not (_under(out, folder) and folder.name.startswith(STAGING)):
+                raise L1CertError(
+                    f"pending journal {out / JOURNAL} removes {folder}, which no report does; "
+                    "check the files and remove the journal by hand"
+                )
+
+    return vet
+
+
+def _under(out: Path, path: Path) -> bool:
+    return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(out))
 
 
 def _render(

@@ -2,17 +2,14 @@
 
 Rows grow in `partial/<name>` beside `--out` (pipeline engines delete a job's declared outputs
 before running it), flushed as made; a restart validates that file against the run's settings
-and code and carries on. One writer at a time: an exclusive lock beside the partial file. When
-every point is done the sidecar is sealed (row count, digest) and the pair moved onto `--out`.
+and code and carries on. One writer at a time: an exclusive lock beside the partial file
+(`l1cert.transaction`). When every point is done the sidecar is sealed (row count, digest) and
+the pair moved onto `--out`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 from l1cert import certify_format as fmt
@@ -38,31 +35,6 @@ def check_out(out: Path) -> None:
             if not os.access(parent, os.W_OK):
                 raise L1CertError(f"--out {out}: cannot write into {parent}")
             return
-
-
-@contextlib.contextmanager
-def exclusive_lock(path: Path) -> Iterator[None]:
-    """Hold an flock on `path`.lock for the block; a second writer fails at once.
-
-    flock is advisory and local to one machine on most network file systems (NFS with local
-    locks): it keeps two jobs on the same node apart, and SLURM requeues use the same node or
-    start after the first job ended. The lock file stays (removing it would race).
-    """
-    lock = path.with_name(path.name + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            raise L1CertError(f"{path} is being written by {holder} (lock {lock})") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-        yield
-        os.ftruncate(fd, 0)
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def refuse_changed(path: Path, previous: dict, settings: dict, keys) -> None:

@@ -105,13 +105,14 @@ def train(
         scheduler.step()
         log.append(row)
         _save_checkpoint(out / CHECKPOINT, config, model, optimizer, scheduler, log)
-        atomic_write_text(out / "train-log.csv", _csv(log))
+        _write_log(out, log)
         tqdm.write(
             f"epoch {epoch + 1}/{config.epochs}: loss {row['loss']:.4f} "
             f"accuracy {row['accuracy']:.4f} ({row['seconds']:.1f} s)",
             file=sys.stderr,
         )
 
+    _write_log(out, log)  # a run killed as it renamed the last epoch's log left it short
     metrics = evaluate(model, test_set, noise, config.seed, device, workers)
     metrics["train_seconds"] = round(sum(row["seconds"] for row in log), 3)
     meta = {
@@ -119,6 +120,7 @@ def train(
         **info._asdict(),
         "scale": noise.scale,
         "metrics": metrics,
+        "log": log,  # so train-log.csv can be restored once the resume checkpoint is gone
         "l1cert_version": __version__,
     }
     save_model(out / "model.pt", model, meta, noise.state())
@@ -133,7 +135,10 @@ def _finished(out: Path, config: TrainConfig) -> dict | None:
     model_file = out / "model.pt"
     if not model_file.exists() or (out / CHECKPOINT).exists():
         return None
-    meta = load_checkpoint(model_file).get("meta", {})
+    ckpt = load_checkpoint(model_file)
+    meta = ckpt.get("meta") if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict) or not isinstance(meta.get("metrics"), dict):
+        raise L1CertError(f"{model_file} is not a finished l1cert model; remove it to start over")
     ours = config.settings()
     changed = _changed(meta, ours)
     if changed:
@@ -141,6 +146,9 @@ def _finished(out: Path, config: TrainConfig) -> dict | None:
             f"{model_file} was trained with other settings ({', '.join(changed)}); "
             "use another --out or remove it to start over"
         )
+    log, fields = meta.get("log"), set(LOG_FIELDS)
+    if isinstance(log, list) and all(isinstance(r, dict) and r.keys() <= fields for r in log):
+        _write_log(out, log)  # models saved before they kept their log: left as they are
     return meta["metrics"]
 
 
@@ -272,6 +280,18 @@ def _resume(path: Path, config, model, optimizer, scheduler, log, device) -> int
     if state["epoch"] < config.epochs:
         print(f"resuming from {path} after epoch {state['epoch']}", file=sys.stderr)
     return state["epoch"]
+
+
+def _write_log(out: Path, log: list[dict]) -> None:
+    """train-log.csv from the log of the epochs done, rewritten only if it differs (a run
+    killed between its checkpoint and its log's rename left the log an epoch short)."""
+    path, text = out / "train-log.csv", _csv(log)
+    try:
+        same = path.read_text() == text
+    except (OSError, UnicodeDecodeError):
+        same = False
+    if not same:
+        atomic_write_text(path, text)
 
 
 def _csv(log: list[dict]) -> str:

@@ -1,0 +1,200 @@
+"""`l1cert merge` publishes its TSV and sidecar as one transaction under a lock, and re-derives
+the rows it reads; `l1cert certify` re-derives a partial file's rows before resuming it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import read_table
+from test_certify_cli import FAST, checkpoint  # noqa: F401  (the fixture)
+
+from l1cert import certify_format as fmt
+from l1cert import transaction
+from l1cert.certify import certify_to_tsv
+from l1cert.cli import main
+from l1cert.merge import _journal, _vetter
+from l1cert.resume import partial_path
+
+RENAMES = "rename,renameat,renameat2"
+
+
+def run_cli(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.stderr.strip()
+
+
+@pytest.fixture(scope="module")
+def shard_sets(checkpoint, tmp_path_factory):  # noqa: F811
+    """Two certifications of the same model (seeds 3 and 4), each in two shards."""
+    root = tmp_path_factory.mktemp("shards")
+    found = {}
+    for name, seed in (("old", 3), ("new", 4)):
+        found[name] = [
+            certify_to_tsv(
+                checkpoint, root / name / f"s{k}.tsv", shard=(k, 2), **{**FAST, "seed": seed}
+            )  # fmt: skip
+            for k in (1, 2)
+        ]
+    return found
+
+
+def _pair(out: Path) -> tuple[bytes, bytes]:
+    return out.read_bytes(), fmt.sidecar_path(out).read_bytes()
+
+
+def _merge(files, out, strace=()):
+    return subprocess.run(
+        [*strace, sys.executable, "-m", "l1cert.cli", "merge", *map(str, files), "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def references(shard_sets, tmp_path_factory):
+    root = tmp_path_factory.mktemp("references")
+    found = {}
+    for name, files in shard_sets.items():
+        assert _merge(files, root / f"{name}.tsv").returncode == 0
+        found[name] = _pair(root / f"{name}.tsv")
+    assert found["old"] != found["new"]
+    return found
+
+
+def _which(out: Path, references) -> str:
+    pair = _pair(out)
+    return next((name for name, ref in references.items() if ref == pair), "mixed")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_a_merge_killed_at_every_rename_is_old_or_new(tmp_path, shard_sets, references):
+    """strace SIGKILLs a real `l1cert merge` at its K-th rename over an old merged pair: rolled
+    forward, the pair is the old one if the kill came before the journal and the new one after;
+    the next merge leaves the new pair."""
+    trace = tmp_path / "trace"
+    count = ["strace", "-f", "-qq", "-o", str(trace), "-e", f"trace={RENAMES}"]
+    counted = _merge(shard_sets["new"], tmp_path / "count.tsv", count)
+    assert counted.returncode == 0, counted.stderr
+    renames = [line for line in trace.read_text().splitlines() if "rename" in line]
+    journal_at = next(i for i, line in enumerate(renames, 1) if "journal" in line)
+    assert len(renames) == journal_at + 2  # staged sidecar, the journal, TSV and sidecar
+    seen = set()
+    for k in range(1, len(renames) + 1):
+        out = tmp_path / f"k{k}" / "merged.tsv"
+        out.parent.mkdir()
+        out.write_bytes(references["old"][0])
+        fmt.sidecar_path(out).write_bytes(references["old"][1])
+        kill = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", f"trace={RENAMES}",
+                "-e", f"inject={RENAMES}:signal=KILL:when={k}"]  # fmt: skip
+        killed = _merge(shard_sets["new"], out, kill)
+        assert killed.returncode in (-9, 128 + 9), f"K={k}: not killed: {killed.stderr}"
+        seen.add(_which(out, references))
+        transaction.roll_forward(_journal(out), _vetter(out))
+        assert _which(out, references) == ("old" if k <= journal_at else "new"), f"K={k}"
+        assert _merge(shard_sets["new"], out).returncode == 0
+        assert _which(out, references) == "new"
+    assert "mixed" in seen  # a kill did land between the two renames
+
+
+@pytest.mark.slow
+def test_two_merges_into_one_output_never_leave_a_mixed_pair(tmp_path, shard_sets, references):
+    out = tmp_path / "merged.tsv"
+    for round in range(20):
+        order = ["old", "new"] if round % 2 else ["new", "old"]
+        procs = {
+            name: subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "l1cert.cli",
+                    "merge",
+                    *map(str, shard_sets[name]),
+                    "--out",
+                    str(out),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for name in order
+        }
+        done = {name: (p.wait(timeout=120), p.stderr.read()) for name, p in procs.items()}
+        winners = [name for name, (code, _) in done.items() if code == 0]
+        for code, err in done.values():
+            assert code in (0, 2), err
+            if code == 2:
+                assert "is being written by" in err and err.count("\n") == 1, err
+        # both may succeed one after the other; the pair is always one of them, whole
+        assert _which(out, references) in winners, f"round {round}: {done}"
+
+
+def test_merge_refuses_an_output_that_is_an_input(shard_sets, tmp_path):
+    first = shard_sets["old"][0]
+    before = _pair(first)
+    code, message = run_cli("merge", *shard_sets["old"], "--out", first)
+    assert code == 2 and "would overwrite the input" in message
+    assert _pair(first) == before
+
+
+# --- rows re-derived --------------------------------------------------------------------------
+
+
+def _cut_short(reference: Path, out: Path, edit: dict | None = None, row: int = 1) -> None:
+    """The run of `reference` killed after 4 rows, row `row` edited (column: new text)."""
+    lines = reference.read_text().splitlines(keepends=True)[:5]
+    header = lines[0].rstrip("\n").split("\t")
+    fields = lines[row].rstrip("\n").split("\t")
+    for column, value in (edit or {}).items():
+        fields[header.index(column)] = value
+    lines[row] = "\t".join(fields) + "\n"
+    partial = partial_path(out)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_text("".join(lines))
+    side = json.loads(fmt.sidecar_path(reference).read_text())
+    del side["rows"], side["tsv_sha256"]
+    fmt.sidecar_path(partial).write_text(json.dumps(side))
+
+
+TAMPERED = {
+    "radius": {"radius": "9.5"},
+    "radius_teng": {"radius_teng": "9.5"},
+    "label": {"label": "7", "correct": "0"},
+    "count-over-n": {"count": "999999"},
+    "pa_lower-text": {"pa_lower": "abc"},
+    "sigma": {"sigma": "0.3"},
+    "correct": {"correct": "1", "predict": "-1"},
+}
+
+
+@pytest.mark.parametrize("edit", TAMPERED.values(), ids=TAMPERED.keys())
+def test_a_tampered_partial_row_is_refused_on_resume(checkpoint, tmp_path, edit):  # noqa: F811
+    reference = certify_to_tsv(checkpoint, tmp_path / "reference.tsv", **FAST)
+    rows, row = read_table(reference), 2
+    out = tmp_path / "run.tsv"
+    _cut_short(reference, out, edit, row)
+    before = partial_path(out).read_bytes()
+    code, message = run_cli(
+        "certify", "--model", checkpoint, "--n0", 20, "--n", 200, "--batch", 64, "--seed", 3,
+        "--max", 30, "--out", out,
+    )  # fmt: skip
+    assert code == 2, message
+    # the row named by its idx (re-derived), or by its line (the reader's own checks)
+    where = (f"idx {rows[row - 1]['idx']}: ", f"run.tsv:{row + 1}: ")
+    assert any(w in message for w in where) and message.startswith("l1cert: error:"), message
+    assert any(f": {column} " in message for column in edit), message
+    assert partial_path(out).read_bytes() == before and not out.exists()
+
+
+def test_an_untouched_partial_resumes(checkpoint, tmp_path):  # noqa: F811
+    reference = certify_to_tsv(checkpoint, tmp_path / "reference.tsv", **FAST)
+    out = tmp_path / "run.tsv"
+    _cut_short(reference, out)
+    assert certify_to_tsv(checkpoint, out, **FAST) == out
+    strip = [{k: v for k, v in r.items() if k != "time"} for r in read_table(out)]
+    assert strip == [{k: v for k, v in r.items() if k != "time"} for r in read_table(reference)]

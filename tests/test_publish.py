@@ -1,0 +1,425 @@
+"""A report is published as one transaction (l1cert.transaction): the journal, its roll-forward,
+the lock of the out dir, a kill at every rename, and two reports racing for one folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import write_certify_file
+
+from l1cert import transaction
+from l1cert.cli import main
+from l1cert.report import JOURNAL, STAGING, expected_outputs, recover
+from l1cert.utils import L1CertError
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+# Deterministic PDFs (matplotlib stamps the creation date otherwise), so that every output of
+# a report can be compared byte for byte with a reference run's.
+ENV = {**os.environ, "PYTHONPATH": str(SRC), "SOURCE_DATE_EPOCH": "0"}
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no `except Exception` catches it."""
+
+
+def _kill_at(monkeypatch, k: int) -> list[int]:
+    """os.replace raises _Killed at its k-th call from now (1-based); returns the counter."""
+    real, calls = os.replace, [0]
+
+    def replace(src, dst, **kwargs):
+        calls[0] += 1
+        if calls[0] == k:
+            raise _Killed
+        real(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return calls
+
+
+# --- l1cert.transaction --------------------------------------------------------------------
+
+
+def _pairs(folder: Path, count: int = 5) -> list[tuple[Path, Path]]:
+    """`count` old files in `folder` (two in a subfolder) and their staged new versions."""
+    stage = folder / ".stage"
+    pairs = []
+    for i in range(count):
+        name = f"sub/f{i}.txt" if i % 2 else f"f{i}.txt"
+        target, source = folder / name, stage / name
+        for path, text in ((target, f"old {i}\n"), (source, f"new {i}\n")):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        pairs.append((source, target))
+    return pairs
+
+
+def _state(pairs) -> str:
+    """'old', 'new', or 'mixed' over the targets of `pairs`."""
+    found = {target.read_text().split()[0] for _, target in pairs}
+    return found.pop() if len(found) == 1 else "mixed"
+
+
+def test_commit_moves_every_file_and_leaves_no_journal(tmp_path):
+    pairs = _pairs(tmp_path)
+    transaction.commit(pairs, tmp_path / "j.json", cleanup=[tmp_path / ".stage"])
+    assert _state(pairs) == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f0.txt", "f2.txt", "f4.txt", "sub"]
+
+
+@pytest.mark.parametrize("k", range(1, 7))  # the journal's own rename, then the five files
+def test_a_commit_killed_at_any_rename_is_old_or_rolls_forward_to_new(tmp_path, monkeypatch, k):
+    pairs, journal = _pairs(tmp_path), tmp_path / "j.json"
+    _kill_at(monkeypatch, k)
+    with pytest.raises(_Killed):
+        transaction.commit(pairs, journal, cleanup=[tmp_path / ".stage"])
+    monkeypatch.undo()
+    assert journal.exists() == (k > 1)  # the journal in place is the commit point
+    assert transaction.roll_forward(journal) == (0 if k == 1 else len(pairs) - (k - 2))
+    assert _state(pairs) == ("old" if k == 1 else "new")
+    assert not journal.exists() and (tmp_path / ".stage").exists() == (k == 1)
+
+
+def test_a_journal_rolls_forward_in_a_moved_folder(tmp_path, monkeypatch):
+    """Paths under the journal's folder are stored relative to it."""
+    folder = tmp_path / "a"
+    pairs = _pairs(folder)
+    _kill_at(monkeypatch, 3)
+    with pytest.raises(_Killed):
+        transaction.commit(pairs, folder / "j.json", cleanup=[folder / ".stage"])
+    monkeypatch.undo()
+    assert str(tmp_path) not in (folder / "j.json").read_text()
+    moved = tmp_path / "b"
+    folder.rename(moved)
+    transaction.roll_forward(moved / "j.json")
+    assert _state([(s, moved / t.relative_to(folder)) for s, t in pairs]) == "new"
+    assert not (moved / ".stage").exists()
+
+
+def test_a_target_that_is_a_directory_is_refused_before_any_rename(tmp_path):
+    pairs = _pairs(tmp_path)
+    pairs[-1][1].unlink()
+    pairs[-1][1].mkdir()
+    with pytest.raises(L1CertError, match="f4.txt is a directory"):
+        transaction.commit(pairs, tmp_path / "j.json")
+    assert _state(pairs[:-1]) == "old" and not (tmp_path / "j.json").exists()
+    assert all(source.exists() for source, _ in pairs)
+
+
+def test_two_files_for_one_target_are_refused(tmp_path):
+    pairs = _pairs(tmp_path)
+    with pytest.raises(L1CertError, match="would be written twice"):
+        transaction.commit([*pairs, (pairs[1][0], pairs[0][1])], tmp_path / "j.json")
+    assert _state(pairs) == "old"
+
+
+def test_an_unreadable_journal_is_one_line(tmp_path):
+    (tmp_path / "j.json").write_text('{"format": "l1cert-journal/1", "pairs": [[1]]}')
+    with pytest.raises(L1CertError, match="pending journal .* is unreadable"):
+        transaction.roll_forward(tmp_path / "j.json")
+
+
+def test_a_second_writer_fails_at_once_naming_the_first(tmp_path):
+    with transaction.exclusive_lock(tmp_path / "x", what="folder x"):
+        with pytest.raises(L1CertError) as err:
+            with transaction.exclusive_lock(tmp_path / "x", what="folder x"):
+                pass
+    assert str(err.value).startswith(f"folder x is being written by pid {os.getpid()} on ")
+    assert "\n" not in str(err.value)
+    with transaction.exclusive_lock(tmp_path / "x"):  # released
+        pass
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+def _certify_files(folder: Path, n: int) -> list[Path]:
+    """Two digits certify files (laplace, gaussian); `n` differs between the input sets, and
+    with it the radii, so that every table, plot, caption and figure showing data differs."""
+    scale = n / 1000
+    rows = [
+        {"idx": i, "label": i % 10, "predict": i % 10 if i % 4 else -1, "correct": int(i % 4 > 0)}
+        for i in range(12)
+    ]
+
+    def radius(i, row, step):
+        return round(scale * step * (i % 5), 6) if row["predict"] >= 0 else 0.0
+
+    laplace = [
+        {**r, **{f"radius_{b}": radius(i, r, 0.1) for b in ("teng", "lecuyer", "teng_multiclass")}}
+        for i, r in enumerate(rows)
+    ]
+    gaussian = [{**r, "radius_cohen": radius(i, r, 0.07)} for i, r in enumerate(rows)]
+    return [
+        write_certify_file(folder / "laplace.tsv", "laplace", 0.5, laplace, n=n),
+        write_certify_file(folder / "gaussian.tsv", "gaussian", 0.5, gaussian, n=n),
+    ]
+
+
+OLD = {"n": 1000, "args": ["--radii", "0,0.5", "--fig6-sigma", "0.5"]}
+NEW = {"n": 2000, "args": ["--radii", "0,0.25,1", "--fig6-sigma", "0.25"]}
+
+
+def _report_argv(files, out, args) -> list[str]:
+    return ["report", *map(str, files), "--out-dir", str(out), *args]
+
+
+def _cli(argv):
+    result = CliRunner().invoke(main, argv)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+@pytest.fixture(scope="module")
+def deterministic_pdfs():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOURCE_DATE_EPOCH", "0")
+        yield
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, deterministic_pdfs):
+    root = tmp_path_factory.mktemp("inputs")
+    return _certify_files(root / "old", OLD["n"]), _certify_files(root / "new", NEW["n"])
+
+
+@pytest.fixture(scope="module")
+def refs(tmp_path_factory, inputs):
+    """sha256 of each output of the old and the new report, made once."""
+    return _references(tmp_path_factory.mktemp("refs"), inputs)
+
+
+def _digests(out: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in expected_outputs(out, ["digits"])
+        if p.is_file()
+    }
+
+
+def _which(out: Path, references: dict[str, dict[str, str]]) -> str:
+    """The name of the reference whose outputs `out` holds, wherever they differ ('mixed' if
+    some files come from one and some from another; a file of neither fails)."""
+    found = _digests(out)
+    assert set(found) == set(next(iter(references.values()))), "outputs missing"
+    names = set()
+    for name, digest in found.items():
+        matching = {ref for ref, files in references.items() if files[name] == digest}
+        assert matching, f"{name} is neither report"
+        if len(matching) == 1:
+            names |= matching
+    return names.pop() if len(names) == 1 else "mixed"
+
+
+def _references(root: Path, inputs) -> dict[str, dict[str, str]]:
+    refs = {}
+    for name, files, spec in (("old", inputs[0], OLD), ("new", inputs[1], NEW)):
+        assert _cli(_report_argv(files, root / name, spec["args"])).exit_code == 0
+        refs[name] = _digests(root / name)
+    differing = {f for f in refs["old"] if refs["old"][f] != refs["new"][f]}
+    # only the figure that shows no data, and its caption, are the same in both
+    same = set(refs["old"]) - differing
+    assert same == {
+        "figures/bound-comparison.png",
+        "figures/bound-comparison.pdf",
+        "captions/bound-comparison.rst",
+    }
+    return refs
+
+
+def _clean(out: Path) -> bool:
+    return not (out / JOURNAL).exists() and not list(out.glob(f"{STAGING}*"))
+
+
+def test_a_report_killed_after_its_commit_point_is_finished_first_by_the_next_run(
+    tmp_path, inputs, refs, monkeypatch
+):
+    out = tmp_path / "out"
+    assert _cli(_report_argv(inputs[0], out, OLD["args"])).exit_code == 0
+    renames = _kill_at(monkeypatch, 10**9)
+    assert _cli(_report_argv(inputs[1], tmp_path / "count", NEW["args"])).exit_code == 0
+    total = renames[0]
+    _kill_at(monkeypatch, total - 5)  # five files short of the whole new report
+    with pytest.raises(_Killed):
+        _cli(_report_argv(inputs[1], out, NEW["args"]))
+    monkeypatch.undo()
+    assert _which(out, refs) == "mixed" and (out / JOURNAL).exists()
+
+    # Any run into the folder finishes it first, even one whose input is then refused.
+    result = _cli(_report_argv([tmp_path / "missing.tsv"], out, []))
+    assert result.exit_code == 2 and "no such certify file" in result.stderr
+    assert _which(out, refs) == "new" and _clean(out)
+
+
+def test_a_target_that_is_a_directory_leaves_the_old_report_whole(tmp_path, inputs, refs):
+    out = tmp_path / "out"
+    assert _cli(_report_argv(inputs[0], out, OLD["args"])).exit_code == 0
+    blocker = out / "plots" / "digits-uniform.csv"  # the last plot file published
+    saved = blocker.read_bytes()
+    blocker.unlink()
+    blocker.mkdir()
+    result = _cli(_report_argv(inputs[1], out, NEW["args"]))
+    assert result.exit_code == 2 and "digits-uniform.csv is a directory" in result.stderr
+    blocker.rmdir()
+    blocker.write_bytes(saved)
+    assert _which(out, refs) == "old" and _clean(out)  # every other file as it was
+
+
+def test_metrics_outside_the_out_dir_are_published_with_the_report(tmp_path, inputs, monkeypatch):
+    out, metrics = tmp_path / "out", tmp_path / "elsewhere" / "m.json"
+    args = [*NEW["args"], "--metrics", str(metrics)]
+    renames = _kill_at(monkeypatch, 10**9)
+    count = [*NEW["args"], "--metrics", str(tmp_path / "count" / "m.json")]
+    assert _cli(_report_argv(inputs[1], tmp_path / "count", count)).exit_code == 0
+    _kill_at(monkeypatch, renames[0])  # the last rename: the metrics file's
+    with pytest.raises(_Killed):
+        _cli(_report_argv(inputs[1], out, args))
+    monkeypatch.undo()
+    assert not metrics.exists() and len(list(metrics.parent.iterdir())) == 1  # staged beside
+    assert recover(out) == 1
+    assert json.loads(metrics.read_text()) == json.loads((tmp_path / "count/m.json").read_text())
+    assert list(metrics.parent.iterdir()) == [metrics] and _clean(out)
+
+
+def test_a_journal_moving_what_no_report_moves_is_refused(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine\n")
+    (out / JOURNAL).write_text(
+        json.dumps({"format": "l1cert-journal/1", "pairs": [[str(victim), "tables/x.csv"]]})
+    )
+    result = _cli(["report", "x.tsv", "--out-dir", str(out)])
+    assert result.exit_code == 2 and "which no report does" in result.stderr
+    assert victim.read_text() == "mine\n" and not (out / "tables").exists()
+
+
+def test_a_second_report_into_the_same_folder_is_refused_at_once(tmp_path, inputs):
+    out = tmp_path / "out"
+    with transaction.exclusive_lock(out / ".report"):
+        started = time.monotonic()
+        result = _cli(_report_argv(inputs[0], out, OLD["args"]))
+        assert time.monotonic() - started < 30
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"l1cert: error: report folder {out} is being written by pid {os.getpid()} on "
+        f"{os.uname().nodename} (lock {out}/.report.lock)\n"
+    )
+    assert sorted(p.name for p in out.iterdir()) == [".report.lock"]
+
+
+# --- real processes: a SIGKILL at every rename, and two reports racing -----------------------
+
+
+def _run(argv, strace=()):
+    return subprocess.run(
+        [*strace, sys.executable, "-m", "l1cert.cli", *argv],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+RENAMES = "rename,renameat,renameat2"  # os.replace is rename(2) here; the others for safety
+
+
+def _kills(renames: int, journal_at: int) -> list[int]:
+    """Which renames to kill at: all of them with L1CERT_TEST_EVERY_RENAME=1 (about 3 minutes
+    on 2 cores); else the first, the journal's and the ones around it, then every third and
+    the last (about a minute). The renames before the journal's are the staged figures'."""
+    if os.environ.get("L1CERT_TEST_EVERY_RENAME") == "1":
+        return list(range(1, renames + 1))
+    sample = {1, journal_at - 1, *range(journal_at, journal_at + 4), renames}
+    return sorted(sample | set(range(journal_at + 3, renames + 1, 3)))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_a_report_killed_at_every_rename_is_old_or_new(tmp_path, inputs, refs):
+    """strace SIGKILLs a real `l1cert report` at its K-th rename, over an old report. Rolled
+    forward (by `recover`, on a copy of the folder), the folder holds the old report if the
+    kill came before the journal was in place and the new one after; the next report with the
+    new inputs, in the killed folder itself, leaves the whole new report. The report renames
+    in its main thread only, so strace follows no other thread (-f makes it 3x slower)."""
+    old_files, new_files = inputs
+    old = tmp_path / "old"
+    assert _cli(_report_argv(old_files, old, OLD["args"])).exit_code == 0
+    trace = tmp_path / "trace"
+    counted = _run(
+        _report_argv(new_files, tmp_path / "count", NEW["args"]),
+        ["strace", "-qq", "-o", str(trace), "-e", f"trace={RENAMES}"],
+    )
+    if counted.returncode != 0 and "ptrace" in counted.stderr.lower():
+        pytest.skip(f"strace cannot trace here: {counted.stderr.strip().splitlines()[0]}")
+    assert counted.returncode == 0, counted.stderr
+    renames = [line for line in trace.read_text().splitlines() if "rename" in line]
+    journal_at = next(i for i, line in enumerate(renames, 1) if JOURNAL in line)
+    outputs = len(expected_outputs(old, ["digits"]))
+    assert len(renames) == journal_at + outputs  # staged figures, the journal, each output
+    seen = set()
+    for k in _kills(len(renames), journal_at):
+        out, copy = tmp_path / f"k{k}", tmp_path / f"k{k}-copy"
+        shutil.copytree(old, out)
+        kill = ["-e", f"trace={RENAMES}", "-e", f"inject={RENAMES}:signal=KILL:when={k}"]
+        killed = _run(_report_argv(new_files, out, NEW["args"]), ["strace", "-qq", *kill])
+        assert killed.returncode in (-9, 128 + 9), f"K={k}: not killed: {killed.stderr}"
+        assert (out / JOURNAL).exists() == (k > journal_at), f"K={k}"
+        seen.add(_which(out, refs))
+        shutil.copytree(out, copy, symlinks=True)
+        recover(copy)
+        assert _which(copy, refs) == ("old" if k <= journal_at else "new"), f"K={k}"
+        assert not (copy / JOURNAL).exists(), f"K={k}"  # staging before it: the next run's
+        again = _cli(_report_argv(new_files, out, NEW["args"]))
+        assert again.exit_code == 0, f"K={k}: {again.stderr}"
+        assert _which(out, refs) == "new" and _clean(out), f"K={k}"
+        shutil.rmtree(out)
+        shutil.rmtree(copy)
+    assert seen == {"old", "mixed"}  # the kills did land between the renames
+
+
+@pytest.mark.slow
+def test_two_reports_into_one_folder_never_both_publish(tmp_path, inputs, refs):
+    old_files, new_files = inputs
+    out = tmp_path / "out"
+    runs = {"old": (old_files, OLD["args"]), "new": (new_files, NEW["args"])}
+    for round in range(20):
+        order = ["old", "new"] if round % 2 else ["new", "old"]
+        procs = {
+            name: subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "l1cert.cli",
+                    *_report_argv(runs[name][0], out, runs[name][1]),
+                ],
+                env=ENV,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for name in order
+        }
+        done = {name: (p.wait(timeout=300), p.stderr.read()) for name, p in procs.items()}
+        codes = sorted(code for code, _ in done.values())
+        assert codes == [0, 2], f"round {round}: {done}"
+        winner = next(name for name, (code, _) in done.items() if code == 0)
+        _, loser_err = next(v for name, v in done.items() if name != winner)
+        assert loser_err.count("\n") == 1, loser_err
+        # the holder's pid, or (if it was caught between its flock and writing its pid) none
+        assert loser_err.startswith(f"l1cert: error: report folder {out} is being written by ")
+        assert f"(lock {out}/.report.lock)" in loser_err, loser_err
+        assert _which(out, refs) == winner and _clean(out), f"round {round}"
+        metrics = json.loads((out / "metrics.json").read_text())
+        radii = next(iter(metrics.values()))["certified_accuracy"].keys()
+        header = (out / "tables" / "certified-accuracy.csv").read_text().splitlines()[0]
+        assert header.endswith(",".join(f"r={r}" for r in radii))
