@@ -204,3 +204,12 @@ def _stale(project: Path) -> set[str]:
     status = json.loads(run(["dvc", "status", "--json"], project).stdout or "{}")
     names = {name.split(":")[-1] for name in status}
     return {name for name in names if name.startswith(("certify", "merge", "train"))}
+
+
+def test_the_row_code_is_closed_under_imports():
+    """What the row-deciding modules import is row code too, but for the shared plumbing."""
+    from l1cert.provenance import ROW_CODE, import_closure
+
+    imported = {m for module in ROW_CODE for m in import_closure(module)}
+    assert imported - set(ROW_CODE) <= {"l1cert", "l1cert.utils", "l1cert.names"}
+    assert "l1cert.merge" not in imported and "l1cert.resume" not in imported

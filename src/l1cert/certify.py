@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,11 @@ from l1cert.resume import already_complete, check_out, partial_path, prepare_par
 from l1cert.sampling import resolve
 from l1cert.transaction import exclusive_lock
 from l1cert.utils import L1CertError, check_memory, resolve_device
+
+# Rows reach the kernel as made (a killed job loses none) and the disk at least this often (a
+# machine that loses power loses at most this much work): an fsync per row cost exact
+# certification more than its forward passes (0.15 ms of 0.25 ms a point on digits).
+SYNC_SECONDS = 1.0
 
 if TYPE_CHECKING:  # torch only where certification runs
     import torch
@@ -144,13 +150,17 @@ def _certify_block(partial, model, noise, mode, test_set, block, done, settings,
         file=sys.stderr,
         disable=not progress,
     )
+    synced = time.monotonic()
     with open(partial, "a") as f, bar:
         for idx, cert, elapsed in mode.run(smooth, test_set, todo, settings):
             label = int(test_set[idx][1])
             f.write(fmt.format_row(row_values(idx, label, cert, elapsed, settings), noise.name))
-            f.flush()
-            os.fsync(f.fileno())
+            f.flush()  # in the kernel: the row survives a killed process
+            if time.monotonic() - synced > SYNC_SECONDS:  # and, this often, a lost machine
+                os.fsync(f.fileno())
+                synced = time.monotonic()
             bar.update()
+        os.fsync(f.fileno())
 
 
 def _draws_text(mode, settings: dict) -> str:

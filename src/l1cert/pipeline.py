@@ -171,10 +171,13 @@ def params_schema_file(base: str | Path) -> str:
     return str(Path(handle.name).resolve())
 
 
-def code_deps(command: str) -> list[str]:
-    """The source files `l1cert COMMAND` runs, as paths from the project root."""
+def code_deps(command: str, absolute: bool = False) -> list[str]:
+    """The source files `l1cert COMMAND` runs, as paths from the project root (DVC's deps
+    live in the repository), or `absolute`: the files of the l1cert that runs (Snakemake's,
+    wherever the workflow is)."""
     root = PACKAGE_DIR.parents[1]
-    return [str(module_file(m).relative_to(root)) for m in command_closure(command)]
+    files = [module_file(m) for m in command_closure(command)]
+    return [str(f) if absolute else str(f.relative_to(root)) for f in files]
 
 
 # --- dvc.yaml -------------------------------------------------------------------------------

@@ -90,7 +90,8 @@ def command_closure(command: str) -> tuple[str, ...]:
 # plumbing or the messages around them: editing those keeps partial files resumable.
 ROW_CODE = (
     "l1cert.certificates", "l1cert.data", "l1cert.forward", "l1cert.models", "l1cert.noise",
-    "l1cert.points", "l1cert.sampling", "l1cert.sequential", "l1cert.smoothing", "l1cert.stats",
+    "l1cert.points", "l1cert.sampling", "l1cert.sequential", "l1cert.smoothing",
+    "l1cert.splitting", "l1cert.stats",
 )  # fmt: skip
 
 

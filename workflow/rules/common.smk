@@ -92,9 +92,10 @@ SOURCE = pipeline.Source(config)  # each rule's command line, built as dvc.yaml'
 
 
 def code(command):
-    """The l1cert modules `l1cert COMMAND` runs: inputs, so that editing them reruns the jobs
-    they decide, as DVC's code deps do (one function computes both)."""
-    return pipeline.code_deps(command)
+    """The l1cert modules `l1cert COMMAND` runs (the installed l1cert's files): inputs, so that
+    editing them reruns the jobs they decide, as DVC's code deps do (one function computes
+    both)."""
+    return pipeline.code_deps(command, absolute=True)
 
 
 def every_model(pattern):
