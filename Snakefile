@@ -19,6 +19,11 @@ include: "workflow/rules/certify.smk"
 include: "workflow/rules/report.smk"
 
 
+# The HTML report's landing page (snakemake --report): what this experiment is, and a warning
+# if results/ holds merged files it did not make.
+report: pipeline.describe(config, ".snakemake/l1cert/workflow.rst")
+
+
 # On a cluster these run where snakemake runs: the CIFAR-10 download needs the internet,
 # which compute nodes often lack; import, merge and report take seconds.
 localrules:

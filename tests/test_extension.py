@@ -8,7 +8,6 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-import yaml
 from click.testing import CliRunner
 from test_workflow import ROOT, make_project, params, run
 
@@ -58,11 +57,46 @@ def test_figures_and_captions_read_the_bound_registry(monkeypatch, tmp_path):
     assert "NEW LABEL" in text
 
 
-def test_dvc_plots_list_every_bound():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    plots = {next(iter(p)) if isinstance(p, dict) else p for p in stages["report"]["plots"]}
-    for bound in certificates.BOUNDS:
-        assert f"results/plots/${{dataset}}-{bound}.csv" in plots
+def test_dvc_plots_draw_every_model_offline(tmp_path):
+    """`dvc plots show` on a report's long plot data: every model of every bound is a curve
+    (one series per model in the rendered data), and its page loads no script from a CDN."""
+    import csv
+
+    from conftest import write_certify_file
+
+    project = make_project(tmp_path / "project")
+    files = [
+        write_certify_file(
+            project / "c" / f"{noise}-type1-s{s}.tsv",
+            noise,
+            s,
+            [
+                {
+                    "idx": 0,
+                    "label": 1,
+                    "predict": 1,
+                    "correct": 1,
+                    **{f"radius_{b}": 0.3 for b in certificates.BOUNDS},
+                }
+            ],
+        )  # fmt: skip
+        for noise in ("laplace", "gaussian")
+        for s in (0.25, 0.5)
+    ]
+    out = project / "results"
+    assert (
+        CliRunner().invoke(main, ["report", *map(str, files), "--out-dir", str(out)]).exit_code == 0
+    )
+    plot = "results/plots/certified-accuracy.csv"
+    with open(project / plot) as f:
+        models = {row["model"] for row in csv.DictReader(f)}
+    assert len(models) == 4
+    props = ["-x", "radius", "-y", "certified_accuracy", "--template", pipeline.PLOT_TEMPLATE]
+    shown = run(["dvc", "plots", "show", "--json", plot, *props], project).stdout
+    assert all(model in shown for model in models)
+    run(["dvc", "plots", "show", plot, *props, "-o", "page"], project)
+    page = (project / "page" / "index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "vega-embed" in page and "laplace-type1-s0.25" in page
 
 
 # --- one home per parameter set -----------------------------------------------------------

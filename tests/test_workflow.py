@@ -193,6 +193,15 @@ def test_bad_config_stops_the_workflow_before_any_job(tmp_path):
     assert "certify.shards must list the shard numbers 1..K" in result.stdout + result.stderr
 
 
+def test_snakemake_config_overrides_reach_the_schema_as_numbers(tmp_path):
+    project = make_project(tmp_path / "project")
+    grid = 'grid={"sigmas": [0.5, 0.75]}'
+    outputs = snakemake_outputs(project, "--config", grid, "certify={'n': 500}")
+    models = {o.split("/")[3] for o in outputs if o.startswith("results/models/")}
+    assert models == {f"{n}-{t}-s{s}" for n in params()["grid"]["noises"]
+                      for t in ("type1", "type2") for s in (0.5, 0.75)}  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "radii, message",
     [
@@ -377,12 +386,34 @@ def test_report_views_for_snakemake_and_dvc(local_run, tmp_path):
         first_words = " ".join(caption.read_text().split()[:4])
         assert first_words in text, f"caption {caption.name} missing from the HTML report"
     assert "digits-certified-accuracy.png" in text and "certified-accuracy.csv" in text
+    # the landing page describes the experiment
+    for fact in ("digits", "laplace", "sequential", "n = 200", "alpha = 0.001", "code digest"):
+        assert fact in text, fact
+    assert "not made by this experiment" not in text
+    (project / "results/certify/digits/stray-model.tsv").write_text("idx\n")
+    stray = tmp_path / "stray.html"
+    run(["snakemake", "--report", str(stray)], project)
+    assert "not made by this experiment" in stray.read_text()
+    assert "stray-model.tsv" in stray.read_text()
+    (project / "results/certify/digits/stray-model.tsv").unlink()
 
+    # DVC's one metric is the summary: small, and its cost is the certify rows' sums
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
-    report_metrics = shown[""]["data"]["results/metrics.json"]["data"]
-    assert report_metrics == json.loads((project / "results/metrics.json").read_text())
+    assert list(shown[""]["data"]) == ["results/summary.json"]
+    summary = shown[""]["data"]["results/summary.json"]["data"]
+    assert set(summary) == {f"digits/type2/{b}" for b in ("teng", "lecuyer", "teng_multiclass")}
+    rows = read_table(project / MERGED)
+    teng = summary["digits/type2/teng"]
+    assert teng["passes_total"] == sum(int(r["n0"]) + int(r["n"]) for r in rows)
+    # the certify jobs' wall time, summed over shards (sequential rows' own times overlap)
+    merged = json.loads((project / MERGED.replace(".tsv", ".json")).read_text())
+    assert teng["certify_s"] == pytest.approx(merged["certify_seconds"], abs=0.01)
+    assert 0 < merged["certify_seconds"] < sum(float(r["time"]) for r in rows)
+    assert teng["train_s"] > 0 and teng["passes"] == pytest.approx(
+        teng["passes_total"] / len(rows), abs=0.1
+    )
     plots = run(["dvc", "plots", "show", "--json"], project).stdout
-    assert "results/plots/digits-teng.csv" in plots
+    assert "results/plots/certified-accuracy.csv" in plots and MODEL in plots
 
 
 @pytest.mark.slow
@@ -591,3 +622,73 @@ def test_an_imported_model_takes_the_place_of_training(tmp_path):
     assert meta_again == meta
     with torch.no_grad():
         assert torch.equal(again(x), model(x))
+
+
+# --- both engines agree on what an edit makes stale -----------------------------------------
+
+
+@pytest.mark.slow
+def test_both_engines_rerun_what_a_certificate_edit_invalidates(tmp_path):
+    """Run a tiny experiment with Snakemake (its code inputs: this project's src/, through
+    PYTHONPATH), record it in DVC, edit a certificate function: `dvc status` and `snakemake -n`
+    name the same certify, merge and report jobs, and no training job."""
+    import collections
+    import re
+
+    config = reduced_params()
+    config["train"].update(epochs=1)
+    config["certify"].update(skip=30)
+    project = make_project(tmp_path / "project", config)
+    env = {**ENV, "PYTHONPATH": str(project / "src")}
+    run(["snakemake", *PROFILE], project, env=env)
+    run(["dvc", "commit", "--force"], project, env=env)
+    assert "up to date" in run(["dvc", "status"], project, env=env).stdout
+    done = run(["snakemake", "-n"], project, env=env)
+    assert "Nothing to be done" in done.stdout + done.stderr
+
+    radii = project / "src/l1cert/certificates.py"
+    radii.write_text(radii.read_text().replace("2.0 * (1.0 - p)", "(1.0 - p) * 2.0"))
+    planned = run(["snakemake", "-n"], project, env=env).stdout
+    snakemake = collections.Counter(
+        m for m in re.findall(r"^(?:local)?rule (\w+):", planned, re.M) if m != "all"
+    )
+    status = json.loads(run(["dvc", "status", "--json"], project, env=env).stdout)
+    dvc = collections.Counter(name.split(":")[-1].split("@")[0] for name in status)
+    assert snakemake == dvc == {"certify": 2, "merge": 1, "report": 1}, (snakemake, dvc)
+
+
+@pytest.mark.slow
+def test_dvc_experiments_compare_fixed_and_sequential_sampling(tmp_path):
+    """`dvc exp run -S` on a small grid: params.yaml changes by the value alone, and
+    `dvc exp show` (the README's line) compares accuracy and cost in a few columns."""
+    config = reduced_params()
+    config["grid"] = {"noises": ["laplace", "dssn"], "trainings": ["type1"], "sigmas": [0.5]}
+    config["train"].update(epochs=1)
+    config["certify"].update(skip=30, shards=[1])
+    project = make_project(tmp_path / "project", None)
+    text = (project / "params.yaml").read_text()
+    for old, new in (("[laplace, gaussian, uniform, dssn]", "[laplace, dssn]"),
+                     ("trainings: [type1, type2]", "trainings: [type1]"),
+                     ("sigmas: [0.12, 0.25, 0.5, 1.0]", "sigmas: [0.5]"),
+                     ("epochs: 30", "epochs: 1"), ("skip: 1 ", "skip: 30"),
+                     ("shards: [1, 2]", "shards: [1]")):  # fmt: skip
+        assert old in text, old
+        text = text.replace(old, new)
+    (project / "params.yaml").write_text(text)
+    run(["dvc", "repro"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "baseline"], project)
+    run(["dvc", "exp", "run", "-S", "certify.sampling=fixed", "-n", "fixed"], project)
+    diff = run(["git", "diff", "-U0", "params.yaml"], project).stdout
+    changed = [line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in "+++---"]
+    assert len(changed) == 2 and "sampling: fixed" in changed[1], diff
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    assert len(shown) >= 1
+    drop = ".*(type2|lecuyer|multiclass|passes_total|results/).*|Created"
+    table = run(["dvc", "exp", "show", "--only-changed", "--md", "--drop", drop], project).stdout
+    header = table.splitlines()[0]
+    assert "digits/type1/teng.passes" in header and "certify.sampling" in header
+    assert max(map(len, table.splitlines())) <= 200, table
+    compared = json.loads(run(["dvc", "exp", "diff", "main", "fixed", "--json"], project).stdout)
+    teng = compared["metrics"]["results/summary.json"]["digits/type1/teng.passes"]
+    assert teng["old"] < teng["new"] == 200 + 100  # sequential stopped early; fixed: n0 + n

@@ -121,14 +121,15 @@ def certify_to_tsv(
         if already_complete(out, settings):  # finished by the writer that held the lock
             return out
         done = prepare_partial(partial, settings, lambda idx: int(test_set[idx][1]))
-        _certify_block(partial, model, smooth_noise, mode, test_set, block, done, settings,
-                       reason, progress)  # fmt: skip
-        publish(partial, out, settings, len(block))
+        seconds = _certify_block(partial, model, smooth_noise, mode, test_set, block, done,
+                                 settings, reason, progress)  # fmt: skip
+        publish(partial, out, settings, len(block), seconds, done)
     return out
 
 
 def _certify_block(partial, model, noise, mode, test_set, block, done, settings, reason, progress):
-    """Certify the shard's points not yet in the partial file, appending a row for each."""
+    """Certify the shard's points not yet in the partial file, appending a row for each;
+    return the seconds it took (its rows' own times overlap under sequential sampling)."""
     from tqdm import tqdm
 
     from l1cert.smoothing import Smooth
@@ -150,7 +151,7 @@ def _certify_block(partial, model, noise, mode, test_set, block, done, settings,
         file=sys.stderr,
         disable=not progress,
     )
-    synced = time.monotonic()
+    synced = started = time.monotonic()
     with open(partial, "a") as f, bar:
         for idx, cert, elapsed in mode.run(smooth, test_set, todo, settings):
             label = int(test_set[idx][1])
@@ -161,6 +162,7 @@ def _certify_block(partial, model, noise, mode, test_set, block, done, settings,
                 synced = time.monotonic()
             bar.update()
         os.fsync(f.fileno())
+    return time.monotonic() - started
 
 
 def _draws_text(mode, settings: dict) -> str:

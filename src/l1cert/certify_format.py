@@ -237,6 +237,7 @@ SIDECAR_CHECKS = {
     "offsets": _integer(2, 10**9),
     "template_sha256": _text,
     "train_seconds": _number(0, 1e12, none=True),
+    "certify_seconds": _number(0, 1e12, none=True),
 }
 
 

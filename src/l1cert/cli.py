@@ -169,8 +169,13 @@ def import_(src, src_path, out, **options):
 
 
 @main.command()
-@click.argument("certify_files", nargs=-1, required=True)
+@click.argument("certify_files", nargs=-1)
 @click.option("--out-dir", required=True, help="Writes tables/, figures/, plots/, captions/ here.")
+@click.option(
+    "--experiment",
+    help="A params file: report exactly its grid's and models' merged files in "
+    "results/certify/<dataset>/ (what DVC's report stage does), besides CERTIFY_FILES.",
+)
 @click.option(
     "--radii",
     default=",".join(f"{r:g}" for r in DEFAULT_RADII),
@@ -199,11 +204,20 @@ def import_(src, src_path, out, **options):
     show_default=True,
     help="Radius of the accuracy-against-cost figure.",
 )
-def report(certify_files, out_dir, radii, metrics, fig6_sigma, dataset, label, bound, cost_radius):
+def report(
+    certify_files, out_dir, experiment, radii, metrics, fig6_sigma, dataset, label, bound,
+    cost_radius,
+):  # fmt: skip
     """Tables, figures, metrics and plot data from merged certify files (no model needed), and
     from published result directories beside them."""
     from l1cert.report import build_report
 
+    if experiment:
+        from l1cert.pipeline import merged_files
+
+        certify_files = (*merged_files(experiment), *certify_files)
+    if not certify_files:
+        raise L1CertError("give certify files (or --experiment PARAMS)")
     radii = parse_radii(radii)
     build_report(
         certify_files, out_dir, radii, metrics, fig6_sigma, dataset, label, bound, cost_radius

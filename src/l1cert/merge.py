@@ -93,8 +93,10 @@ def _merged(paths: list[Path]) -> tuple[list[str], list[str], dict]:
         check_rows(path, table, settings)
 
     batches = {settings["batch"] for settings in sidecars}
+    seconds = [settings.get("certify_seconds") for settings in sidecars]
     merged = {
         **{k: v for k, v in first.items() if k not in ("rows", "tsv_sha256")},
+        "certify_seconds": None if None in seconds else round(sum(seconds), 3),
         "batch": batches.pop() if len(batches) == 1 else None,
         "shard": None,
         "points": len(rows),

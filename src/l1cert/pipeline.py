@@ -22,7 +22,7 @@ from l1cert.provenance import PACKAGE_DIR, command_closure, module_file
 
 MANIFEST = "results/data/{dataset}.json"
 TRAINED = "{noise}-{training}-s{sigma}"
-TRAIN_OUTS = ("model.pt", "train-log.csv")
+TRAIN_OUTS = ("model.pt", "train-log.csv", "metrics.json")  # metrics: an output, not a DVC metric
 
 
 @dataclass(frozen=True)
@@ -116,10 +116,37 @@ def merge_command(src: Source, shards: str, out: str) -> str:
 
 
 def report_command(src: Source, inputs: str, out_dir: str, metrics: str) -> str:
+    """`inputs`: the merged files (Snakemake), or for DVC `--experiment params.yaml`: exactly
+    the grid's and models' files, which DVC's templating cannot list."""
     return (
         f"l1cert report {inputs} --out-dir {src.path(out_dir)} --radii "
         f"{src.value('report.radii')} --metrics {src.path(metrics)}"
     )
+
+
+def model_names(params: dict) -> list[str]:
+    """Every model of an experiment: the grid's (<noise>-<training>-s<sigma>, sigma as Python
+    writes a float, as DVC's ${item.sigma} does) and the imported ones."""
+    grid = params["grid"]
+    trained = [
+        TRAINED.format(noise=n, training=t, sigma=float(s))
+        for n in grid["noises"] for t in grid["trainings"] for s in grid["sigmas"]
+    ]  # fmt: skip
+    return trained + [entry["name"] for entry in params.get("models") or []]
+
+
+def merged_files(params_path: str | Path, root: str | Path = "results/certify") -> list[Path]:
+    """The merged certify file of every model of the experiment in `params_path`."""
+    import yaml
+
+    from l1cert.utils import L1CertError
+
+    try:
+        params = yaml.safe_load(Path(params_path).read_text())
+        dataset, names = params["dataset"], model_names(params)
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as err:
+        raise L1CertError(f"--experiment {params_path}: not an experiment ({err})") from None
+    return [Path(root) / str(dataset) / f"{name}.tsv" for name in names]
 
 
 def _sequential(src: Source) -> bool:
@@ -156,6 +183,24 @@ def params_schema(base: str | Path) -> dict:
     return schema
 
 
+def coerce_numbers(node, schema: dict):
+    """`node` with the strings that the schema wants as numbers converted (Snakemake's
+    `--config 'grid={"sigmas":[0.5,0.75]}'` passes them as strings); anything else as is, for
+    the schema to judge."""
+    kind = schema.get("type")
+    if isinstance(node, dict) and kind == "object":
+        properties = schema.get("properties", {})
+        return {k: coerce_numbers(v, properties.get(k, {})) for k, v in node.items()}
+    if isinstance(node, list) and kind == "array":
+        return [coerce_numbers(v, schema.get("items", {})) for v in node]
+    if isinstance(node, str) and kind in ("number", "integer"):
+        try:
+            return int(node) if kind == "integer" else float(node)
+        except ValueError:
+            return node
+    return node
+
+
 @functools.cache
 def params_schema_file(base: str | Path) -> str:
     """`params_schema(base)` written to a temporary YAML file (Snakemake's `validate` takes a
@@ -169,6 +214,44 @@ def params_schema_file(base: str | Path) -> str:
     with handle:
         handle.write(text)
     return str(Path(handle.name).resolve())
+
+
+def describe(config: dict, out: str | Path, results: str | Path = "results") -> str:
+    """Write the landing page of Snakemake's HTML report (reStructuredText): what the
+    experiment is — dataset, grid, models, sampling, n, α, the code — and a warning listing any
+    merged certify file in `results` that this experiment did not make. Returns its path."""
+    from l1cert import __version__
+    from l1cert.provenance import code_digest
+
+    certify, dataset = config["certify"], config["dataset"]
+    expected = {f"{name}.tsv" for name in model_names(config)}
+    found = sorted(p.name for p in (Path(results) / "certify" / str(dataset)).glob("*.tsv"))
+    stray = [name for name in found if name not in expected]
+    grid = config["grid"]
+    lines = [
+        "l1cert experiment",
+        "=================",
+        "",
+        f"- dataset: {dataset}",
+        f"- grid: noises {', '.join(grid['noises'])}; trainings {', '.join(grid['trainings'])}; "
+        f"sigma {', '.join(str(s) for s in grid['sigmas'])}",
+        f"- imported models: {', '.join(model_names({**config, 'grid': _EMPTY})) or 'none'}",
+        f"- certification: {certify['sampling']} sampling, n = {certify['n']}, "
+        f"n0 = {certify['n0']}, alpha = {certify['alpha']}, every {certify['skip']}-th "
+        f"{certify['split']} point, {len(certify['shards'])} shard(s) per model; DSSN models "
+        "are certified exactly",
+        f"- report radii: {config['report']['radii']}",
+        f"- code: l1cert {__version__}, code digest {code_digest()['sha256'][:12]}",
+    ]
+    if stray:
+        lines += ["", ".. warning::", "", "   results/ holds merged certify files not made by "
+                  f"this experiment (its report leaves them out): {', '.join(stray)}"]  # fmt: skip
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text("\n".join(lines) + "\n")
+    return str(Path(out).resolve())
+
+
+_EMPTY = {"noises": [], "trainings": [], "sigmas": []}
 
 
 def code_deps(command: str, absolute: bool = False) -> list[str]:
@@ -252,7 +335,7 @@ def _dvc_stages(src: Source) -> dict:
     imported = "${item.name}"
     report_files = [str(p) for p in expected_outputs("results", [dataset])]
     plots = [str(p) for p in plot_outputs("results", [dataset])]
-    metrics = "results/metrics.json"
+    metrics, summary = "results/metrics.json", "results/summary.json"
     return {
         "data": {
             "cmd": data_command(src, dataset, manifest),
@@ -273,10 +356,7 @@ def _dvc_stages(src: Source) -> dict:
             ),  # fmt: skip
             "deps": [manifest, *code_deps("train")],
             "params": ["dataset", "data", "train"],
-            "outs": [
-                f"results/models/{dataset}/{trained}/{f}" for f in ("model.pt", "train-log.csv")
-            ],
-            "metrics": [f"results/models/{dataset}/{trained}/metrics.json"],
+            "outs": [f"results/models/{dataset}/{trained}/{f}" for f in TRAIN_OUTS],
         },
         "import_model": {
             "foreach": "${models}",
@@ -293,14 +373,26 @@ def _dvc_stages(src: Source) -> dict:
         "merge": {"matrix": grid, **merge_stage(trained)},
         "merge_imported": {"foreach": "${models}", "do": merge_stage(imported)},
         "report": {
-            "cmd": report_command(src, f"results/certify/{dataset}/*.tsv", "results", metrics),
+            "cmd": report_command(src, "--experiment params.yaml", "results", metrics),
             "deps": [f"results/certify/{dataset}", *code_deps("report")],
-            "params": ["report"],
-            "outs": [f for f in report_files if f not in plots and f != metrics],
-            "plots": [{p: {"x": "radius"}} if p.endswith(".csv") else p for p in plots],
-            "metrics": [metrics],
+            "params": ["dataset", "grid", "models", "report"],
+            "outs": [f for f in report_files if f not in plots and f != summary],
+            "plots": [_plot(p) for p in plots],
+            "metrics": [summary],
         },
     }
+
+
+def _plot(path: str):
+    """A figure is shown as it is; the long plot data draws one curve per model, a panel per
+    training and bound (workflow/plots/by-model.json)."""
+    if not path.endswith(".csv"):
+        return path
+    props = {"x": "radius", "y": "certified_accuracy", "template": PLOT_TEMPLATE}
+    return {path: props}
+
+
+PLOT_TEMPLATE = "workflow/plots/by-model.json"
 
 
 def write_dvc_yaml(params_path: str | Path, out: str | Path) -> Path:

@@ -28,6 +28,7 @@ from l1cert.analysis import (
     Row,
     accuracy_rows,
     all_bounds,
+    average_certified_radius,
     envelopes,
     log,
     log_reads,
@@ -310,16 +311,18 @@ def expected_outputs(
     files += [out / "captions" / f"{name}.rst" for name in (*TABLES, *figures)]
     files += [out / "plots" / "certified-accuracy.csv"]
     files += [out / "plots" / f"{d}-{b}.csv" for d in datasets for b in all_bounds()]
+    files.append(out / "summary.json")
     files.append(Path(metrics) if metrics else out / "metrics.json")
     return files
 
 
 def plot_outputs(out_dir: str | Path, datasets: Iterable[str]) -> list[Path]:
-    """Of `expected_outputs`, what DVC shows as plots: the PNG figures and, per bound, its
-    certified accuracy against radius for every model."""
+    """Of `expected_outputs`, what DVC shows as plots: the PNG figures, and the long plot data
+    (certified accuracy against radius of every model and bound), which renders offline with
+    the page in workflow/plots/ (.dvc/config)."""
     out, datasets = Path(out_dir), sorted(set(datasets))
     figures = [p for p in expected_outputs(out, datasets) if p.suffix == ".png"]
-    return figures + [out / "plots" / f"{d}-{b}.csv" for d in datasets for b in all_bounds()]
+    return figures + [out / "plots" / "certified-accuracy.csv"]
 
 
 def metrics(rows: Sequence[Row], radii: Sequence[float]) -> dict:
@@ -338,6 +341,37 @@ def metrics(rows: Sequence[Row], radii: Sequence[float]) -> dict:
         }
         for row in rows
     }
+
+
+def summary(runs: Sequence[CertifiedRun], radii: Sequence[float]) -> dict:
+    """The run in one small metric (`dvc metrics show`, `dvc exp show`): per
+    '<dataset>/<training>/<bound>', the envelope's certified accuracy at the report radii
+    (`acc`), the best ACR over σ (`acr`), and what it cost: forward passes per point (mean, n0
+    included), in all, certification and training seconds (all the σ models together)."""
+    found = {}
+    for env in envelopes(runs, radii):
+        cost = env.cost
+        acr = max(
+            average_certified_radius(m.bound_radii[env.bound], m.hits[env.bound])
+            for m in env.members
+        )
+        found[f"{env.dataset}/{env.training}/{env.bound}"] = {
+            "acc": {
+                _radius_label(r): round(float(a), 4)
+                for r, a in zip(radii, env.accuracy, strict=True)
+            },
+            "acr": round(acr, 4),
+            "passes": _rounded(cost["passes_mean"], 1),
+            "passes_total": _rounded(cost["passes_total"], 0),
+            "certify_s": _rounded(cost["certify_seconds"], 2),
+            "train_s": _rounded(cost["train_seconds"], 2),
+        }
+    return found
+
+
+def _rounded(value: float, digits: int):
+    """JSON has no NaN: a cost that is not recorded is null."""
+    return None if math.isnan(value) else round(value, digits)
 
 
 def curve_rows(runs: Sequence[CertifiedRun], grids: dict[str, np.ndarray]):
@@ -569,6 +603,7 @@ def _render(
         written.append(name)
 
     rows = accuracy_rows(runs, radii)
+    write("summary.json", json.dumps(summary(runs, radii), indent=2) + "\n")
     header, machine, display = accuracy_table(rows, radii)
     caption = captions(runs, radii, fig6_sigma, cost_radius)
     write("tables/certified-accuracy.csv", to_csv(header, machine))

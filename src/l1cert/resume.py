@@ -106,17 +106,24 @@ def _write_header(path: Path, settings: dict) -> None:
     atomic_write_text(path, "\t".join(settings["columns"]) + "\n")
 
 
-def publish(partial: Path, out: Path, settings: dict, rows: int) -> None:
-    """Sort the rows by idx, seal the sidecar with the finished table's digest, then move the
-    pair onto `out`."""
+def publish(partial: Path, out: Path, settings: dict, rows: int, seconds=None, done=()) -> None:
+    """Sort the rows by idx, seal the sidecar with the finished table's digest and the
+    certification's wall time (`seconds` of this run, plus the row times of the points `done`
+    by runs before it), then move the pair onto `out`."""
     table = fmt.read_rows(partial, settings["num_classes"])
+    if seconds is not None:
+        at = table.header.index("time")
+        seconds += sum(float(table.rows[idx][at]) for idx in done)
     with atomic_path(partial) as tmp:
         tmp.write_text(
             "\t".join(table.header)
             + "\n"
             + "".join(line + "\n" for _, line in sorted(table.lines().items()))
         )
-    fmt.write_sidecar(partial, fmt.seal(partial, settings, rows))
+    sealed = fmt.seal(partial, settings, rows)
+    if seconds is not None:
+        sealed["certify_seconds"] = round(seconds, 3)
+    fmt.write_sidecar(partial, sealed)
     out.parent.mkdir(parents=True, exist_ok=True)
     os.replace(fmt.sidecar_path(partial), fmt.sidecar_path(out))
     os.replace(partial, out)

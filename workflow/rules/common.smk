@@ -13,8 +13,11 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
-# The schema's train: and certify: sections come from l1cert.config's dataclasses.
-validate(config, pipeline.params_schema_file(Path(workflow.basedir) / "workflow/schemas/params.schema.yaml"))
+# The schema's train: and certify: sections come from l1cert.config's dataclasses. Numbers given
+# with --config arrive as strings: they are converted where the schema wants numbers.
+SCHEMA = Path(workflow.basedir) / "workflow/schemas/params.schema.yaml"
+config.update(pipeline.coerce_numbers(dict(config), pipeline.params_schema(SCHEMA)))
+validate(config, pipeline.params_schema_file(SCHEMA))
 
 
 def check_finite(node, where="config"):
