@@ -543,6 +543,35 @@ CASES = [
         )
         for name, content in NOT_CHECKPOINTS.items()
     ),
+    # huge but finite: refused by their bounds before anything runs (l1cert.config)
+    Case("train-lr-huge", (), [*TRAIN, "--lr", "1e308"], "--lr must be at most 10"),
+    Case("train-weight-decay-huge", (), [*TRAIN, "--weight-decay", "1e308"], "weight_decay"),
+    Case("train-sigma-huge", (), [*TRAIN, "--sigma", "1e308"], "--sigma must be at most 10"),
+    Case(
+        "train-type2-epsilon-huge",
+        (),
+        [*TRAIN, "--training", "type2", "--type2-epsilon", "1e308"],
+        "--type2.epsilon must be at most 1000",
+    ),
+    Case("train-seed-2-64", (), [*TRAIN, "--seed", str(2**64)], "--seed must be at most"),
+    Case("train-workers-huge", (), [*TRAIN, "--workers", "100000000"], "--workers"),
+    Case(
+        "certify-sigma-huge", MODEL, [*CERTIFY, "--sigma", "1e200", "--out", "out.tsv"], "--sigma"
+    ),
+    Case(
+        "certify-batch-huge",
+        MODEL,
+        [*CERTIFY, "--batch", str(10**12), "--out", "out.tsv"],
+        "--batch",
+    ),
+    # an output that is an input
+    Case("certify-out-is-the-model", MODEL, [*CERTIFY, "--out", "model.pt"], "is the model"),
+    Case(
+        "import-out-is-the-source",
+        (write("ck.pth", "x"),),
+        [*IMPORT[:-2], "--out", "ck.pth"],
+        "is the checkpoint to import",
+    ),  # fmt: skip
     # train
     Case("train-seed-negative", (), [*TRAIN, "--seed", "-1"], "seed"),
     Case("train-workers-negative", (), [*TRAIN, "--workers", "-1"], "--workers"),

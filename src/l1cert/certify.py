@@ -22,11 +22,11 @@ from l1cert.provenance import code_digest
 from l1cert.resume import already_complete, check_out, partial_path, prepare_partial, publish
 from l1cert.sampling import resolve
 from l1cert.transaction import exclusive_lock
-from l1cert.utils import L1CertError, check_memory, resolve_device
+from l1cert.utils import L1CertError, check_memory, resolve_device, same_file
 
 # Rows reach the kernel as made (a killed job loses none) and the disk at least this often (a
-# machine that loses power loses at most this much work): an fsync per row cost exact
-# certification more than its forward passes (0.15 ms of 0.25 ms a point on digits).
+# machine that loses power loses at most this much work); an fsync per row would cost exact
+# certification more than its forward passes.
 SYNC_SECONDS = 1.0
 
 if TYPE_CHECKING:  # torch only where certification runs
@@ -72,6 +72,8 @@ def certify_to_tsv(
         shown = list(shard_list)
         raise L1CertError(f"--shards {shown} must list 1..{total} for --shard {k}/{total}")
     model_path, out = Path(model_path), Path(out)
+    if any(same_file(model_path, target) for target in (out, fmt.sidecar_path(out))):
+        raise L1CertError(f"--out {out} is the model it would certify; write elsewhere")
     check_out(out)
     device = resolve_device(device)
     model, meta, noise_state = models.load_model_and_noise(model_path, device)
@@ -202,7 +204,7 @@ def _check_inputs(test_set, meta: dict, dataset: str, noise: Noise) -> None:
 
 def warn_if_slow(smooth: Smooth, x: torch.Tensor, draws: int, settings: dict) -> None:
     """Time one forward batch; warn when a point would take more than a day at that rate."""
-    rate = smooth.forward_rate(x, min(settings["batch"], draws))
+    rate = smooth.forward_rate(x, settings["batch"], rows=draws)
     days = draws / rate / 86400
     if days > 1:
         print(

@@ -30,7 +30,7 @@ from l1cert.data import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 from l1cert.models import BasicBlock, build_model, check_arch, load_checkpoint, save_model
 from l1cert.names import TRAININGS
 from l1cert.noise import make_noise
-from l1cert.utils import L1CertError
+from l1cert.utils import L1CertError, same_file
 
 FORMATS = ("cohen", "smoothadv", "torchvision")
 
@@ -59,6 +59,8 @@ def import_checkpoint(
     `arch` defaults to the one the checkpoint names (cohen, smoothadv) or resnet50.
     """
     src = Path(src)
+    if same_file(src, out):
+        raise L1CertError(f"--out {out} is the checkpoint to import; write the model elsewhere")
     if fmt not in FORMATS:
         raise L1CertError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     if dataset not in DATASETS:

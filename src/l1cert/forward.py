@@ -25,14 +25,9 @@ if TYPE_CHECKING:
 COMPILE_MODES = ("auto", "on", "off")
 PRECISIONS = ("fp32", "bf16")
 
-# `auto` compiles a job of at least this many forward draws (points x draws per point); the
-# model is not looked at. Measured on a 2-core CPU (benchmarks/certify_throughput.py, torch 2.14):
-# compiling cifar_resnet20 takes ~23 s from an empty cache and then saves ~0.26 ms of a 0.8 ms
-# draw, so it pays after ~0.1 M draws; the digits MLP compiles in ~12 s and never pays (2.5 M
-# draws/s either way). 2 M draws keeps the default digits job (~90 x 10 100 = 0.9 M) eager with
-# room to spare and compiles a CIFAR shard (100 x 100 000 = 10 M); a tiny model above it loses
-# the compile time (seconds), a ResNet-20 below it at most ~30 % of a job under half an hour.
-# CUDA uses the same threshold, unmeasured: compiling takes longer there, draws are far cheaper.
+# `auto` compiles a job of at least this many forward draws (points x draws per point): compiling
+# costs seconds to tens of seconds and pays back only over millions of draws of a ResNet; the
+# default digits job stays eager, a CIFAR shard compiles (README, "A faster forward pass").
 COMPILE_MIN_DRAWS = {"cpu": 2_000_000, "cuda": 2_000_000}
 
 

@@ -17,7 +17,7 @@ from l1cert.points import select_indices, shard_block
 from l1cert.rederive import check_rows
 from l1cert.resume import check_out, partial_path
 from l1cert.transaction import exclusive_lock
-from l1cert.utils import L1CertError, umask
+from l1cert.utils import L1CertError, same_file, umask
 
 # Settings every shard of one certification shares; merge refuses shards that differ on them.
 SHARED_SETTINGS = (
@@ -50,7 +50,7 @@ def merge_shards(paths: list[str | os.PathLike], out: str | os.PathLike) -> Path
     outputs = (out, fmt.sidecar_path(out))
     for path in paths:
         for source in (path, fmt.sidecar_path(path)):
-            if any(_same_file(source, target) for target in outputs):
+            if any(same_file(source, target) for target in outputs):
                 raise L1CertError(f"--out {out} would overwrite the input {source}")
     check_out(out)
     header, lines, merged = _merged(paths)  # every input checked before anything is written
@@ -154,15 +154,6 @@ def _vetter(out: Path):
                 raise L1CertError(f"pending journal {_journal(out)} removes {stage}")
 
     return vet
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _check_shard_numbers(paths: list[Path], sidecars: list[dict]) -> None:

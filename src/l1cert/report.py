@@ -39,7 +39,7 @@ from l1cert.analysis import (
 from l1cert.certificates import BOUNDS, curve_methods, panel_methods
 from l1cert.certify_format import sidecar_path
 from l1cert.names import DEFAULT_RADII, check_plain_name
-from l1cert.utils import L1CertError, umask
+from l1cert.utils import L1CertError, same_file, umask
 
 # What names one curve (a model under one bound) in the tables and plot data.
 CURVE_IDENTITY = ("dataset", "model", "noise", "training", "sigma", "bound")
@@ -525,15 +525,6 @@ def _check_targets(out: Path, targets: Sequence[Path], metrics_file: Path | None
         raise L1CertError(f"--metrics {metrics_file} is also one of the report's other outputs")
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)  # hard links
-    except OSError:
-        return False
-
-
 def _check_not_inputs(
     paths: Sequence[str | Path], outputs: Sequence[Path], metrics_path: str | Path | None
 ) -> None:
@@ -542,7 +533,7 @@ def _check_not_inputs(
     inputs += [sidecar_path(p) for p in inputs]
     for output in outputs:
         for source in inputs:
-            if _same_file(output, source):
+            if same_file(output, source):
                 what = (
                     f"--metrics {output}"
                     if metrics_path is not None and output == Path(metrics_path)

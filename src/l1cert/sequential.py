@@ -34,9 +34,8 @@ from l1cert.utils import L1CertError
 
 FIRST_LOOK = 100  # estimation draws of the first round; each later round doubles the total
 LAST_SHARE = 0.9  # of alpha, kept for the last look (see the module docstring)
-# Per point: the chance that a wrong upper end stops it early. Replayed on the digits models'
-# own points (benchmarks/sequential_replay.py), 0.3 saves 2 % more draws than 0.2 and 1.0 about
-# 13 %, but then moves table cells by up to 1.67 points: 0.2 keeps every cell within one point.
+# Per point: the chance that a wrong upper end stops it early; larger saves draws but moves
+# table cells (README, "Sampling", has the measurements behind 0.2).
 UPPER_ALPHA = 0.2
 
 

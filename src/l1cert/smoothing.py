@@ -242,13 +242,16 @@ class Smooth:
         """Exact certificates under DSSN: the votes of all L splits of each x are counted, many
         points to a forward batch (`l1cert.splitting`). Each x must lie on the noise's input
         grid (`names` say which point is not); no sampling, no α, no abstention."""
-        from l1cert.splitting import check_on_grid, count_votes, dssn_certify
+        from l1cert.splitting import check_on_grid, count_votes, dssn_certify, off_grid_points
 
         noise, f = self.noise, self._classifier(batch_size)
-        for i, x in enumerate(xs):
-            check_on_grid(x, noise.grid, names[i] if names else f"input {i}")
+        stacked = torch.stack(list(xs))
+        off = off_grid_points(stacked, noise.grid)  # one vectorised pass over all points
+        if len(off):
+            i = int(off[0])
+            check_on_grid(stacked[i], noise.grid, names[i] if names else f"input {i}")
         with torch.inference_mode():
-            counts = count_votes(f, torch.stack(list(xs)).to(f.device), noise.template,
+            counts = count_votes(f, stacked.to(f.device), noise.template,
                                  noise.scale, noise.grid, self.num_classes, batch_size)  # fmt: skip
         found, copies = dssn_certify(counts, noise.grid), noise.offsets
         certificates = []
@@ -281,19 +284,21 @@ class Smooth:
             torch.device("cpu"),
         )
 
-    def forward_rate(self, x: torch.Tensor, batch_size: int) -> float:
-        """Forward passes per second of the base classifier on one full batch of x."""
+    def forward_rate(self, x: torch.Tensor, batch_size: int, rows: int | None = None) -> float:
+        """Forward passes per second of the base classifier (built for `batch_size`, as
+        certification will use it) on a batch of `rows` copies of x (default: a full one)."""
         import time
 
         f = self._classifier(batch_size)
+        rows = batch_size if rows is None else min(rows, batch_size)
         batch = (
             self._as_batch(x, f)
-            .expand(batch_size, *x.shape)
+            .expand(rows, *x.shape)
             .contiguous(memory_format=self._memory_format(x))
         )
         start = time.perf_counter()
         f(batch)
-        return batch_size / max(time.perf_counter() - start, 1e-9)
+        return rows / max(time.perf_counter() - start, 1e-9)
 
     def _as_batch(self, x: torch.Tensor, f) -> torch.Tensor:
         """x as a batch of one on the device in the buffer's layout (it broadcasts cheaply)."""

@@ -151,6 +151,11 @@ def _off_grid(x: torch.Tensor, grid: int) -> torch.Tensor:
     return ((scaled - steps).abs() > ON_GRID_TOL * grid) | (steps < 0) | (steps > grid)
 
 
+def off_grid_points(xs: torch.Tensor, grid: int) -> torch.Tensor:
+    """The indices of the points (rows of xs) with a coordinate off the grid."""
+    return torch.nonzero(_off_grid(xs, _check_grid(grid)).flatten(1).any(dim=1)).flatten()
+
+
 def check_on_grid(x: torch.Tensor, grid: int, what: str = "input") -> None:
     """Refuse an x with a coordinate farther than ON_GRID_TOL from every k/q, k = 0…q.
 

@@ -90,3 +90,13 @@ def parse_radii(text: str) -> list[float]:
     if not radii:
         raise L1CertError("--radii is empty")
     return radii
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file (links resolved; a missing file is no other's)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
