@@ -345,17 +345,19 @@ def metrics(rows: Sequence[Row], radii: Sequence[float]) -> dict:
 
 def summary(runs: Sequence[CertifiedRun], radii: Sequence[float]) -> dict:
     """The run in one small metric (`dvc metrics show`, `dvc exp show`): per
-    '<dataset>/<training>/<bound>', the envelope's certified accuracy at the report radii
+    '<training>/<bound>' ('<dataset>/<training>/<bound>' where the runs span datasets), the
+    envelope's certified accuracy at the report radii
     (`acc`), the best ACR over σ (`acr`), and what it cost: forward passes per point (mean, n0
     included), in all, certification and training seconds (all the σ models together)."""
-    found = {}
+    found, one_dataset = {}, len({run.dataset for run in runs}) == 1
     for env in envelopes(runs, radii):
         cost = env.cost
         acr = max(
             average_certified_radius(m.bound_radii[env.bound], m.hits[env.bound])
             for m in env.members
         )
-        found[f"{env.dataset}/{env.training}/{env.bound}"] = {
+        key = f"{env.training}/{env.bound}"
+        found[key if one_dataset else f"{env.dataset}/{key}"] = {
             "acc": {
                 _radius_label(r): round(float(a), 4)
                 for r, a in zip(radii, env.accuracy, strict=True)
