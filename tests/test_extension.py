@@ -8,6 +8,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from test_workflow import ROOT, make_project, params, run
 
@@ -152,6 +153,16 @@ def test_a_new_certify_parameter_needs_only_its_field(tmp_path):
 
 
 # --- one command line per step, for both engines -------------------------------------------
+
+
+def test_the_report_s_experiment_files_are_named_as_the_stages_write_them(tmp_path):
+    """DVC's report reads `--experiment params.yaml`: its file names must be the ones the
+    certify and merge stages write, σ as the params spell it (2, not 2.0)."""
+    config = {**params(), "grid": {"noises": ["laplace"], "trainings": ["type1"],
+                                   "sigmas": [2, 0.5, 1.0]}}  # fmt: skip
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(config))
+    names = [p.name for p in pipeline.merged_files(tmp_path / "p.yaml")]
+    assert names == ["laplace-type1-s2.tsv", "laplace-type1-s0.5.tsv", "laplace-type1-s1.0.tsv"]
 
 
 def test_the_committed_dvc_yaml_is_current():

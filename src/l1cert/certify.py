@@ -113,11 +113,11 @@ def certify_to_tsv(
     }
     settings |= mode.check({**settings, "radii": radii, "from_params": from_params})
     settings["precision"] = config.precision
-    draws = mode.draws_per_point(settings)
-    settings["compile"], reason = should_compile(config.compile, len(block), draws, device)
+    per_point = mode.draws_per_point(settings)
+    settings["compile"], reason = should_compile(config.compile, len(block), per_point, device)
     if already_complete(out, settings):
         return out
-    check_memory(meta["input_shape"], 2 * min(config.batch, draws), device)  # buffer, scratch
+    check_memory(meta["input_shape"], 2 * min(config.batch, per_point), device)  # buffer, scratch
     partial = partial_path(out)
     with exclusive_lock(partial):
         if already_complete(out, settings):  # finished by the writer that held the lock

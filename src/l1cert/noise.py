@@ -211,8 +211,6 @@ class DSSN(Split):
 
     def draw(self, shape, like, generator=None):
         """One shift s per example (the leading dims of `shape`), the template's offsets."""
-        if self.template is None:
-            raise L1CertError("a dssn noise without its template cannot draw")
         template = self.template.to(like.device, like.dtype)
         rest = (1,) * template.dim()
         shift = like.new_empty((*shape[: len(shape) - template.dim()], *rest))

@@ -36,23 +36,19 @@ class Source:
 
     def value(self, key: str) -> str:
         """The setting at dotted `key` (certify.n), as one shell word."""
-        if self.dvc:
-            return "${" + key + "}"
-        node = self.config
-        for part in key.split("."):
-            node = node[part]
-        return shlex.quote(str(node))
+        return "${" + key + "}" if self.dvc else shlex.quote(str(self._at(key)))
 
     def section(self, key: str, **override) -> str:
         """A whole params section as options (--batch_size 64 --type2.norm linf), spelled as
         DVC's dict unpacking writes it; lists become repeated options (.dvc/config's
         `parsing.list: append`). `override` replaces keys of the section (Snakemake only)."""
-        if self.dvc:
-            return "${" + key + "}"
+        return "${" + key + "}" if self.dvc else cli_options({**self._at(key), **override})
+
+    def _at(self, key: str):
         node = self.config
         for part in key.split("."):
             node = node[part]
-        return cli_options({**node, **override})
+        return node
 
     def path(self, path: str) -> str:
         return path if self.dvc else shlex.quote(str(path))
@@ -124,15 +120,18 @@ def report_command(src: Source, inputs: str, out_dir: str, metrics: str) -> str:
     )
 
 
-def model_names(params: dict) -> list[str]:
-    """Every model of an experiment: the grid's (<noise>-<training>-s<sigma>, sigma as Python
-    writes a float, as DVC's ${item.sigma} does) and the imported ones."""
-    grid = params["grid"]
-    trained = [
-        TRAINED.format(noise=n, training=t, sigma=float(s))
+def trained_names(grid: dict) -> list[str]:
+    """The grid's models, <noise>-<training>-s<sigma>, sigma as Python writes the params value
+    (0.5, 1.0, 2): the text DVC's ${item.sigma} gives, so both engines agree on paths."""
+    return [
+        TRAINED.format(noise=n, training=t, sigma=s)
         for n in grid["noises"] for t in grid["trainings"] for s in grid["sigmas"]
     ]  # fmt: skip
-    return trained + [entry["name"] for entry in params.get("models") or []]
+
+
+def model_names(params: dict) -> list[str]:
+    """Every model of an experiment: the grid's and the imported ones (named by their entry)."""
+    return trained_names(params["grid"]) + [e["name"] for e in params.get("models") or []]
 
 
 def merged_files(params_path: str | Path, root: str | Path = "results/certify") -> list[Path]:
@@ -235,7 +234,7 @@ def describe(config: dict, out: str | Path, results: str | Path = "results") -> 
         f"- dataset: {dataset}",
         f"- grid: noises {', '.join(grid['noises'])}; trainings {', '.join(grid['trainings'])}; "
         f"sigma {', '.join(str(s) for s in grid['sigmas'])}",
-        f"- imported models: {', '.join(model_names({**config, 'grid': _EMPTY})) or 'none'}",
+        f"- imported models: {', '.join(e['name'] for e in config.get('models') or []) or 'none'}",
         f"- certification: {certify['sampling']} sampling, n = {certify['n']}, "
         f"n0 = {certify['n0']}, alpha = {certify['alpha']}, every {certify['skip']}-th "
         f"{certify['split']} point, {len(certify['shards'])} shard(s) per model; DSSN models "
@@ -249,9 +248,6 @@ def describe(config: dict, out: str | Path, results: str | Path = "results") -> 
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text("\n".join(lines) + "\n")
     return str(Path(out).resolve())
-
-
-_EMPTY = {"noises": [], "trainings": [], "sigmas": []}
 
 
 def code_deps(command: str, absolute: bool = False) -> list[str]:

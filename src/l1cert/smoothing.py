@@ -242,17 +242,13 @@ class Smooth:
         """Exact certificates under DSSN: the votes of all L splits of each x are counted, many
         points to a forward batch (`l1cert.splitting`). Each x must lie on the noise's input
         grid (`names` say which point is not); no sampling, no α, no abstention."""
-        from l1cert.splitting import check_on_grid, count_votes, dssn_certify, off_grid_points
+        from l1cert.splitting import count_votes, dssn_certify
 
         noise, f = self.noise, self._classifier(batch_size)
-        stacked = torch.stack(list(xs))
-        off = off_grid_points(stacked, noise.grid)  # one vectorised pass over all points
-        if len(off):
-            i = int(off[0])
-            check_on_grid(stacked[i], noise.grid, names[i] if names else f"input {i}")
         with torch.inference_mode():
-            counts = count_votes(f, stacked.to(f.device), noise.template,
-                                 noise.scale, noise.grid, self.num_classes, batch_size)  # fmt: skip
+            counts = count_votes(f, torch.stack(list(xs)).to(f.device), noise.template,
+                                 noise.scale, noise.grid, self.num_classes, batch_size,
+                                 names)  # fmt: skip
         found, copies = dssn_certify(counts, noise.grid), noise.offsets
         certificates = []
         for i, (a, n_a, b, n_b) in enumerate(

@@ -177,12 +177,14 @@ def count_votes(
     grid: int,
     num_classes: int,
     batch_size: int,
+    names: Sequence[str] | None = None,
 ) -> torch.Tensor:
     """Exact DSSN vote counts N_c, a LongTensor (points, num_classes) on xs's device.
 
     The L split copies of every point are packed into forward batches of at most
     `batch_size` rows (one point's copies may straddle two batches), so the accelerator is
-    never fed a short batch per point. `classify(batch) -> labels` sees rows in order."""
+    never fed a short batch per point. `classify(batch) -> labels` sees rows in order. A point
+    off the grid is refused, named by `names` (default: its position)."""
     if batch_size < 1:
         raise L1CertError(f"batch_size must be positive, got {batch_size}")
     if tuple(xs.shape[1:]) != tuple(template.shape):
@@ -190,10 +192,10 @@ def count_votes(
             f"inputs of shape {tuple(xs.shape[1:])} but a template of {tuple(template.shape)}"
         )
     points = xs.shape[0]
-    bad = _off_grid(xs, _check_grid(grid)).flatten(1).any(dim=1)
-    if torch.any(bad):
-        i = int(torch.nonzero(bad)[0])
-        check_on_grid(xs[i], grid, what=f"point {i} of {points}")
+    off = off_grid_points(xs, grid)  # one vectorised pass over all points
+    if len(off):
+        i = int(off[0])
+        check_on_grid(xs[i], grid, what=names[i] if names else f"point {i} of {points}")
     offsets = dssn_offsets(template.to(device=xs.device, dtype=xs.dtype), lam, grid)
     L = offsets.shape[0]
     bins = points * num_classes
@@ -234,7 +236,9 @@ def dssn_certify(counts, grid: int) -> DSSNCertificate:
     N_c + m: A holds while that gap is positive, or zero when a tie still goes to A (A < c).
     Radius = min over c ≠ A of ⌊(N_A − N_c − t_c)/2⌋ / q, t_c = 1 if c < A else 0. B is the
     class that attains it (lowest index among equals). One class would have no runner-up and
-    an infinite radius; it is refused rather than written as inf."""
+    an infinite radius; it is refused rather than written as inf. `certificates.dssn` computes
+    the same radius from (N_A, N_B, A, B) for re-derivation; it is not called here so that
+    training, which imports this module, does not depend on the certificates' code."""
     q = _check_grid(grid)
     counts = counts.cpu().numpy() if isinstance(counts, torch.Tensor) else np.asarray(counts)
     if counts.ndim != 2 or counts.shape[1] < 2:

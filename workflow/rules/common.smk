@@ -47,12 +47,9 @@ except L1CertError as err:
 if RADII != sorted(set(RADII)) or not all(math.isfinite(r) for r in RADII):
     raise WorkflowError(f"report.radii must be increasing finite numbers, not {config['report']['radii']!r}")
 
-# A model is named <noise>-<training>-s<sigma>, sigma written as Python's str() writes it
-# (0.5, 1.0): the same text DVC's ${item.sigma} gives, so both engines agree on paths.
-# Imported models (`models:`) are named by their entry and skip training.
-TRAINED = [
-    f"{n}-{t}-s{s}" for n in GRID["noises"] for t in GRID["trainings"] for s in GRID["sigmas"]
-]
+# Models are named as DVC's stages name their paths (pipeline.trained_names); imported models
+# (`models:`) are named by their entry and skip training.
+TRAINED = pipeline.trained_names(GRID)
 IMPORTED = {entry["name"]: entry for entry in config.get("models", [])}
 MODELS = TRAINED + list(IMPORTED)
 
