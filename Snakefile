@@ -19,9 +19,9 @@ include: "workflow/rules/certify.smk"
 include: "workflow/rules/report.smk"
 
 
-# The HTML report's landing page (snakemake --report): what this experiment is, and a warning
-# if results/ holds merged files it did not make.
-report: pipeline.describe(config, ".snakemake/l1cert/workflow.rst")
+# The HTML report's landing page (snakemake --report): what the results it reports are, from
+# their files, and a warning where the current config would make them otherwise.
+report: experiment.describe(config, ".snakemake/l1cert/workflow.rst")
 
 
 # On a cluster these run where snakemake runs: the CIFAR-10 download needs the internet,

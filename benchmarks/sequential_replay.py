@@ -76,7 +76,7 @@ def table(b: sequential.Ends, noise: str, scale: float, correct) -> np.ndarray:
     """Certified test points per (bound, radius)."""
     rows = []
     for name in make_noise(noise, 1.0).bounds:
-        k = sequential.bucket(name, noise, scale, *sequential._lower_ends(name, b), GRID)
+        k = sequential.bucket(name, noise, scale, *sequential.lower_ends(name, b), GRID)
         rows.append([np.sum((k > j) & correct) for j in range(len(GRID))])
     return np.array(rows)
 
@@ -95,7 +95,7 @@ def replay(counts: dict, runs: int, looks: list[int]) -> dict:
             stream = simulation.draw_counts(probs, looks, np.random.default_rng([run, m]))
             stop, b = simulation.run(stream, looks, ALPHA, votes.shape[1], noise, scale, GRID)
             at_cap = stream[-1]
-            fb = sequential.bounds(at_cap[:, 0], at_cap[:, 1:].max(-1), 0, [CAP], ALPHA,
+            fb = sequential.ends(at_cap[:, 0], at_cap[:, 1:].max(-1), 0, [CAP], ALPHA,
                                    votes.shape[1])  # fmt: skip
             diff = np.abs(table(b, noise, scale, correct) - table(fb, noise, scale, correct))
             worst = max(worst, diff.max() / len(votes))
@@ -126,8 +126,8 @@ def show(label: str, result: dict) -> None:
 
 
 def with_levels(**levels):
-    """A patch that runs `sequential.bounds` at other levels (upper_alpha, last_share)."""
-    return mock.patch.object(sequential, "bounds", functools.partial(sequential.bounds, **levels))
+    """A patch that runs `sequential.ends` at other levels (upper_alpha, last_share)."""
+    return mock.patch.object(sequential, "ends", functools.partial(sequential.ends, **levels))
 
 
 def main() -> None:

@@ -74,7 +74,7 @@ def table(b: sequential.Ends, noise: str, scale: float) -> np.ndarray:
     names = make_noise(noise, 1.0).bounds
     rows = []
     for name in names:
-        ends = sequential._lower_ends(name, b)
+        ends = sequential.lower_ends(name, b)
         k = sequential.bucket(name, noise, scale, *ends, GRID)
         rows.append([100 * np.mean(k > j) for j in range(len(GRID))])
     return np.array(rows)
@@ -82,7 +82,7 @@ def table(b: sequential.Ends, noise: str, scale: float) -> np.ndarray:
 
 def fixed_bounds(counts: np.ndarray) -> sequential.Ends:
     """Fixed-n CERTIFY at n = cap (as smoothing.Smooth.certify): one look holding all of α."""
-    return sequential.bounds(counts[-1, :, 0], counts[-1, :, 1:].max(-1), 0, [CAP], ALPHA, CLASSES)
+    return sequential.ends(counts[-1, :, 0], counts[-1, :, 1:].max(-1), 0, [CAP], ALPHA, CLASSES)
 
 
 def evaluate(seeds: int, points: int, **levels) -> dict:

@@ -1,13 +1,25 @@
-"""Helpers shared by the test modules: certify tables read back, and hand-made certify files
-written the way `l1cert certify` writes them (header from `columns()`, sealed sidecar)."""
+"""Helpers shared by the test modules: certify tables read back, and certify files written the
+way `l1cert certify` writes them. A row is given by its counts; its derived columns (p̲A, p̄B,
+every radius, predict, correct) come from certify's own functions (`sequential.ends`,
+`sequential.bound_radii`, `certify.row_values`, `certify_format.format_row`), so that the readers'
+re-derivation (`l1cert.rederive`) accepts it. Also the hand-made file of the report's tests."""
 
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
 
 from l1cert import certify_format as fmt
+from l1cert import sequential
+from l1cert.certificates import BOUNDS
+from l1cert.certify import row_values
 from l1cert.noise import NOISES
+from l1cert.sampling import MODES
 
 
 def read_table(path: Path) -> list[dict]:
@@ -27,53 +39,137 @@ def write_certify_file(
     sigma: float,
     rows: list[dict],
     *,
-    dataset: str = "digits",
-    training: str = "type1",
-    n0: int = 100,
-    n: int = 1000,
-    alpha: float = 0.001,
-    num_classes: int = 10,
+    time: float = 0.1,
     sidecar: bool = True,
     **settings,
 ) -> Path:
-    """A merged certify file of `rows` ({column: value}; missing run columns are filled in)."""
-    scale = NOISES[noise](sigma).scale
-    fill = {
-        "time": 0.1,
-        "noise": noise,
-        "sigma": sigma,
-        "scale": scale,
-        "n0": n0,
-        "n": n,
-        "alpha": alpha,
-        "count": 900,
-        "pa_lower": 0.9,
-        "count_b": 50,
-        "pb_upper": 0.06,
-    }
+    """A sealed certify file (a merged run unless `settings` say otherwise) of `rows`, each
+    {idx, label, count, count_b, top_class} (an exact noise's with runner_up; sequential
+    sampling's with n, the draws it stopped at; any with its own time). `settings`: those of
+    `certify_sidecar`."""
+    side = certify_sidecar(noise, sigma, points=[row["idx"] for row in rows], **settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         f.write("\t".join(fmt.columns(noise)) + "\n")
         for row in rows:
-            values = {**fill, **row}
-            values.setdefault("radius", values[f"radius_{NOISES[noise].bounds[0]}"])
-            values.setdefault("top_class", values["predict"] if values["predict"] >= 0 else 0)
-            f.write(fmt.format_row(values, noise))
+            f.write(fmt.format_row(certify_row(side["result"], {"time": time, **row}), noise))
     if sidecar:
-        doc = {
-            "format": fmt.SIDECAR_FORMAT,
-            "dataset": dataset,
-            "training": training,
-            "noise": noise,
-            "sigma": sigma,
-            "model_name": f"{noise}-{training}-s{sigma}",
-            "scale": scale,
-            "n0": n0,
-            "n": n,
-            "alpha": alpha,
-            "num_classes": num_classes,
-            "columns": fmt.columns(noise),
-            **settings,
-        }
-        fmt.write_sidecar(path, fmt.seal(path, doc, len(rows)))
+        fmt.write_sidecar(path, fmt.seal(path, side, len(rows)))
     return path
+
+
+def certify_row(result: dict, row: dict) -> dict:
+    """The fields certify writes for the point `row` of a run whose sidecar result this is:
+    a sampled point's certificate as `Smooth._certificate` makes it from its counts, an exact
+    one's radius from its votes as the bound computes it."""
+    count, count_b, top = row["count"], row["count_b"], row["top_class"]
+    votes = {"count": count, "count_b": count_b, "top_class": top}
+    if MODES[result["sampling"]].estimates:
+        looks = MODES[result["sampling"]].looks(result)
+        n = row.get("n", looks[-1])
+        ends = sequential.ends(count, count_b, looks.index(n), looks, result["alpha"],
+                               result["num_classes"], project=False)  # fmt: skip
+        # a box bound's point: the row's, else a blank image (any point is one a run could have)
+        point = np.asarray(row.get("point", np.zeros(math.prod(result["input_shape"]))))
+        radii = sequential.bound_radii(ends, result["noise"], result["scale"], point[None])
+        cert = _certificate(
+            **votes, prediction=top if float(ends.pa_lower) > 0.5 else fmt.ABSTAIN,
+            pa_lower=float(ends.pa_lower), pb_upper=float(ends.pb_upper), n=n,
+            n0=result["n0"], alpha=result["alpha"], runner_up=fmt.ABSTAIN, bound_radii=radii,
+        )  # fmt: skip
+    else:
+        n, runner_up = result["n"], row["runner_up"]
+        radii = {b: BOUNDS[b].radius(count, count_b, top, runner_up, result)
+                 for b in result["bounds"]}  # fmt: skip
+        cert = _certificate(
+            **votes, prediction=top, pa_lower=count / n, pb_upper=count_b / n, n=n, n0=0,
+            alpha=None, runner_up=runner_up, bound_radii=radii,
+        )  # fmt: skip
+    return row_values(row["idx"], row["label"], cert, row["time"], result)
+
+
+def _certificate(bound_radii: dict, **fields) -> SimpleNamespace:
+    """What `certify.row_values` reads of a `smoothing.Certificate` (without importing torch)."""
+    radii = {bound: float(np.ravel(radius)[0]) for bound, radius in bound_radii.items()}
+    return SimpleNamespace(**fields, bound_radii=radii, radius=next(iter(radii.values())),
+                           exact=fields["alpha"] is None)  # fmt: skip
+
+
+def certify_sidecar(noise, sigma, *, dataset="digits", training="type1", n0=100, n=1000,
+                    alpha=0.001, num_classes=10, points=(), **settings) -> dict:  # fmt: skip
+    """The sidecar a merged run of these settings has, holding exactly `points` (every
+    skip-th point of a dataset that just holds them, unless `settings` say otherwise). The
+    sampling mode's own settings (radii, looks) are what its check makes of them; an exact
+    noise (dssn) counts its copies on the dataset's grid (`grid` in `settings` to change it)."""
+    points = sorted(points)
+    skip = points[1] - points[0] if len(points) > 1 else 1
+    result = {
+        "dataset": dataset, "training": training, "noise": noise, "sigma": sigma,
+        "model_name": f"{noise}-{training}-s{sigma}", "sampling": "fixed", "n0": n0, "n": n,
+        "alpha": alpha, "seed": 0, "radii": None, "looks": None, "num_classes": num_classes,
+        "input_shape": [1, 8, 8],
+        "columns": fmt.columns(noise), "bounds": list(NOISES[noise].bounds), "split": "test",
+        "dataset_size": (points[-1] + 1) if points else 1, "skip": skip, "max": -1,
+        "code": {"version": "test", "sha256": "0" * 64},
+    }  # fmt: skip
+    if "exact" in NOISES[noise].samplings:
+        result.update(_exact_settings(sigma, settings.pop("grid", None), dataset))
+    else:
+        result["scale"] = NOISES[noise](sigma).scale
+    part = {"shard": None, "shards": 1, "points": len(points), "total_points": len(points)}
+    for key, value in settings.items():
+        (part if key in part else result)[key] = value
+    result |= MODES[result["sampling"]].check(result)
+    return {"format": fmt.SIDECAR_FORMAT, "result": result, "part": part, "run": {"batch": None}}
+
+
+def _exact_settings(sigma: float, grid: int | None, dataset: str) -> dict:
+    """What a DSSN run's sidecar records of its noise and sampling: L copies on grid q."""
+    from l1cert.names import INPUT_GRID
+    from l1cert.splitting import half_width, num_offsets
+
+    grid = grid or INPUT_GRID[dataset]
+    scale = half_width(sigma, grid)
+    copies = num_offsets(scale, grid)
+    return {"sampling": "exact", "n0": None, "n": copies, "alpha": None, "seed": None,
+            "scale": scale, "grid": grid, "copies": copies,
+            "template_sha256": "0" * 64}  # fmt: skip
+
+
+# --- the hand-made file --------------------------------------------------------------------
+
+# Six digits points certified with Laplace noise (σ 0.5, n 1000, n0 100, α 0.001, 10 classes),
+# each by its counts: (idx, label, votes for the top class, for the runner-up, top class).
+# idx 2 abstains (p̲A < 1/2); idx 3 is wrong (class 5 for a 4), with a large radius that must
+# not count. The report's tests compute what they expect from these counts themselves.
+HAND_MADE_SIGMA, HAND_MADE_N, HAND_MADE_ALPHA, HAND_MADE_CLASSES = 0.5, 1000, 0.001, 10
+HAND_MADE_ROWS = [
+    (0, 1, 990, 5, 1),
+    (1, 2, 800, 150, 2),
+    (2, 3, 400, 380, 3),
+    (3, 4, 995, 2, 5),
+    (4, 5, 760, 200, 5),
+    (5, 6, 999, 0, 6),
+]
+HAND_MADE_SECONDS = 0.5  # per point
+
+
+def write_hand_made(folder: Path, training: str = "type1", points=None, **settings) -> Path:
+    """The hand-made file as `folder`/digits/laplace-<training>-s0.5.tsv (and its sidecar);
+    `points`: only these idx (a part of the run, as `settings` say)."""
+    rows = [
+        dict(zip(("idx", "label", "count", "count_b", "top_class"), row, strict=True))
+        for row in HAND_MADE_ROWS
+        if points is None or row[0] in points
+    ]
+    return write_certify_file(
+        folder / "digits" / f"laplace-{training}-s0.5.tsv", "laplace", HAND_MADE_SIGMA, rows,
+        training=training, n=HAND_MADE_N, alpha=HAND_MADE_ALPHA, num_classes=HAND_MADE_CLASSES,
+        time=HAND_MADE_SECONDS, **settings,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def hand_made(tmp_path_factory) -> Path:
+    """The hand-made file, written once per session; tests that change it work on a copy."""
+    return write_hand_made(tmp_path_factory.mktemp("hand-made"))

@@ -1,8 +1,10 @@
 """`l1cert certify` and `l1cert merge` end to end: determinism, resume, refusals, bad input."""
 
+import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,16 +15,17 @@ import torch
 from click.testing import CliRunner
 from conftest import read_table, without_time
 
-from l1cert import data, models
+from l1cert import data, models, sampling, splitting
 from l1cert.certify import certify_to_tsv
 from l1cert.certify_format import file_sha256
 from l1cert.cli import main
+from l1cert.config import DataConfig
 from l1cert.resume import partial_path
 from l1cert.utils import L1CertError
 
 torch.set_num_threads(1)
 
-FAST = dict(n0=20, n=200, alpha=0.001, batch=64, seed=3, max_points=30, progress=False)
+FAST = dict(n0=20, n=200, alpha=0.001, batch=64, seed=3, max=30, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +80,11 @@ def test_tsv_columns_and_sidecar(checkpoint, tmp_path):
         assert int(row["count"]) + int(row["count_b"]) <= 200
     assert {row["predict"] for row in rows} - {"-1"}  # some points are certified
     sidecar = json.loads((tmp_path / "run.json").read_text())
-    assert sidecar["points"] == 30 and sidecar["shard"] == 1 and sidecar["shards"] == 1
-    assert sidecar["noise"] == "laplace" and sidecar["sigma"] == 0.25
-    assert sidecar["model_sha256"] == file_sha256(checkpoint)
+    part, result = sidecar["part"], sidecar["result"]
+    assert part == {"shard": 1, "shards": 1, "points": 30, "total_points": 30}
+    assert result["noise"] == "laplace" and result["sigma"] == 0.25
+    assert result["model_sha256"] == file_sha256(checkpoint)
+    assert sidecar["run"]["batch"] == 64 and sidecar["rows"] == 30
     # a finished run started again has nothing left to do and changes nothing
     before = out.read_text()
     certify_to_tsv(checkpoint, out, **FAST)
@@ -98,7 +103,9 @@ def test_three_shards_merge_to_one_run(checkpoint, tmp_path):
     merged = read_table(tmp_path / "merged.tsv")
     assert without_time(merged) == without_time(read_table(single))
     sidecar = json.loads((tmp_path / "merged.json").read_text())
-    assert sidecar["points"] == 30 and sidecar["shards"] == 3 and len(sidecar["merged_from"]) == 3
+    assert sidecar["part"] == {"shard": None, "shards": 3, "points": 30, "total_points": 30}
+    assert len(sidecar["run"]["merged_from"]) == 3
+    assert sidecar["result"] == json.loads(single.with_suffix(".json").read_text())["result"]
 
 
 SEQUENTIAL = {**FAST, "n": 800, "sampling": "sequential", "radii": [0, 0.1, 0.25]}
@@ -111,7 +118,7 @@ def test_sequential_rows_stop_at_looks_and_shards_equal_one_run(checkpoint, tmp_
     assert [int(r["idx"]) for r in rows] == list(range(30))  # sorted, whatever order they ended
     assert all(int(r["n"]) in looks for r in rows)
     assert any(int(r["n"]) < 800 for r in rows)  # some points stop early
-    sidecar = json.loads(single.with_suffix(".json").read_text())
+    sidecar = json.loads(single.with_suffix(".json").read_text())["result"]
     assert (sidecar["sampling"], sidecar["radii"], sidecar["looks"]) == (
         "sequential",
         [0, 0.1, 0.25],
@@ -304,7 +311,7 @@ def test_resume_after_sigkill(checkpoint, tmp_path, sampling):
     assert [int(r["idx"]) for r in resumed] == list(range(30))  # none lost, none twice
     reference = certify_to_tsv(
         checkpoint, tmp_path / "reference.tsv", sampling=sampling,
-        **{**FAST, "n0": 50, "n": 10000, "batch": 1000, "max_points": 30, **radii},
+        **{**FAST, "n0": 50, "n": 10000, "batch": 1000, "max": 30, **radii},
     )  # fmt: skip
     assert without_time(resumed) == without_time(read_table(reference))
 
@@ -325,7 +332,8 @@ def test_resume_refuses_rows_made_by_other_code(checkpoint, tmp_path):
     partial = partial_path(out)  # a run cut short under an older version of the code
     partial.write_text("".join(out.read_text().splitlines(keepends=True)[:4]))
     side = json.loads(out.with_suffix(".json").read_text())
-    side["code"] = {"version": "0.0.9", "sha256": "0" * 64}
+    del side["rows"], side["tsv_sha256"], side["certify_seconds"]
+    side["result"]["code"] = {"version": "0.0.9", "sha256": "0" * 64}
     partial.with_suffix(".json").write_text(json.dumps(side))
     out.unlink()
     out.with_suffix(".json").unlink()
@@ -352,7 +360,7 @@ def test_resume_survives_edits_outside_the_row_code(checkpoint, tmp_path, monkey
         partial.parent.mkdir(exist_ok=True)
         partial.write_text("".join(reference.read_text().splitlines(keepends=True)[:4]))
         side = json.loads(reference.with_suffix(".json").read_text())
-        del side["rows"], side["tsv_sha256"]
+        del side["rows"], side["tsv_sha256"], side["certify_seconds"]
         partial.with_suffix(".json").write_text(json.dumps(side))
 
     merge = package / "merge.py"
@@ -366,3 +374,130 @@ def test_resume_survives_edits_outside_the_row_code(checkpoint, tmp_path, monkey
     cut_short(tmp_path / "refused.tsv")
     with pytest.raises(L1CertError, match="made by other l1cert code"):
         certify_to_tsv(checkpoint, tmp_path / "refused.tsv", **FAST)
+
+
+# --- run-only settings decide nothing ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dssn_checkpoint(tmp_path_factory):
+    """An untrained digits MLP under DSSN (σ 0.5: L = 27 copies), its template in the
+    checkpoint."""
+    info = data.dataset_info("digits")
+    torch.manual_seed(0)
+    model = models.build_model("digits_mlp", 10, info.input_shape, info.mean, info.std)
+    lam = splitting.half_width(0.5, 16)
+    meta = dict(
+        arch="digits_mlp", dataset="digits", num_classes=10, input_shape=info.input_shape,
+        mean=info.mean, std=info.std, noise="dssn", sigma=0.5, training="type1",
+        type2=None, epochs=0, seed=0, grid=16,
+    )  # fmt: skip
+    template = splitting.make_template(info.input_shape, lam, 16, seed=0)
+    path = tmp_path_factory.mktemp("dssn") / "model.pt"
+    models.save_model(path, model, meta, {"template": template})
+    return path
+
+
+# Each sampling mode's model and settings (the library's keywords; the CLI's options).
+KINDS = {
+    "fixed": ("checkpoint", dict(n0=20, n=200, seed=3)),
+    "sequential": (
+        "checkpoint",
+        dict(n0=20, n=800, seed=3, sampling="sequential", radii="0,0.1,0.25"),
+    ),
+    "dssn": ("dssn_checkpoint", {}),
+}
+
+
+def _options(settings: dict) -> list[str]:
+    return [x for key, value in settings.items() for x in (f"--{key}", str(value))]
+
+
+@pytest.fixture
+def digits_roots(tmp_path):
+    """The digits split saved by `l1cert data` under one root, and a copy of it elsewhere."""
+    first = tmp_path / "data-a"
+    data.prepare(tmp_path / "manifest.json", DataConfig(dataset="digits", root=str(first)))
+    second = tmp_path / "elsewhere" / "data-b"
+    shutil.copytree(first, second)
+    return first, second
+
+
+@pytest.fixture
+def torch_threads():
+    """--threads sets torch's threads for the whole process: put them back afterwards."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("setting", ["batch", "threads", "root"])
+def test_a_run_only_setting_changes_no_row(request, tmp_path, torch_threads, kind, setting):
+    """One shard certified under two values of a run-only setting: the same rows but for
+    their times, and the same `result` and `part` in the sidecar (resume and merge take them
+    for one run)."""
+    if setting == "threads" and (os.cpu_count() or 1) < 2:
+        pytest.skip("needs 2 CPUs")
+    model_fixture, settings = KINDS[kind]
+    model = request.getfixturevalue(model_fixture)
+    if setting == "root":
+        first, second = request.getfixturevalue("digits_roots")
+        values = [["--root", first], ["--root", second]]
+    else:
+        values = {"batch": [["--batch", 1000], ["--batch", 37]],
+                  "threads": [["--threads", 1], ["--threads", 2]]}[setting]  # fmt: skip
+    outs, sides = [], []
+    for i, value in enumerate(values):
+        out = tmp_path / f"run-{i}.tsv"
+        code, message = run_cli("certify", "--model", model, *_options(settings), "--max", 30,
+                                "--shard", "2/3", *value, "--out", out)  # fmt: skip
+        assert code == 0, message
+        outs.append(read_table(out))
+        sides.append(json.loads(out.with_suffix(".json").read_text()))
+    assert [int(row["idx"]) for row in outs[0]] == list(range(10, 20))
+    assert without_time(outs[0]) == without_time(outs[1])
+    assert sides[0]["result"] == sides[1]["result"] and sides[0]["part"] == sides[1]["part"]
+    if setting != "root":
+        assert [side["run"][setting] for side in sides] == [v[1] for v in values]
+    if kind == "dssn":
+        assert len({row["count"] for row in outs[0]}) > 1  # the votes do differ by point
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_partial_file_resumes_under_another_batch_size(request, tmp_path, monkeypatch, kind):
+    """A run with batch 1000 stopped after 4 rows, resumed with batch 37: the table of one
+    uninterrupted run."""
+    model_fixture, settings = KINDS[kind]
+    model = request.getfixturevalue(model_fixture)
+    options = dict(settings, max=30, progress=False)
+    name = {"dssn": "exact"}.get(kind, kind)
+    mode = sampling.MODES[name]
+
+    def stopped_after_4(smooth, test_set, todo, run_settings):
+        for row, certified in enumerate(mode.run(smooth, test_set, todo, run_settings)):
+            if row == 4:
+                raise _Interrupted
+            yield certified
+
+    out = tmp_path / "resumed.tsv"
+    with monkeypatch.context() as patch:
+        patch.setitem(sampling.MODES, name, dataclasses.replace(mode, run=stopped_after_4))
+        with pytest.raises(_Interrupted):
+            certify_to_tsv(model, out, batch=1000, **options)
+    partial = partial_path(out)
+    assert len(partial.read_text().splitlines()) == 5 and not out.exists()  # header, 4 rows
+    assert json.loads(partial.with_suffix(".json").read_text())["run"]["batch"] == 1000
+
+    certify_to_tsv(model, out, batch=37, **options)
+    reference = certify_to_tsv(model, tmp_path / "reference.tsv", batch=1000, **options)
+    resumed = read_table(out)
+    assert [int(row["idx"]) for row in resumed] == list(range(30))
+    assert without_time(resumed) == without_time(read_table(reference))
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["run"]["batch"] == 37
+    assert side["result"] == json.loads(reference.with_suffix(".json").read_text())["result"]

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from torchvision.datasets import CIFAR10
 
+from l1cert.config import DataConfig
 from l1cert.data import dataset_info, load_split, prepare
 from l1cert.utils import L1CertError
 
@@ -45,14 +46,17 @@ def test_digits_info_is_measured_on_the_train_split():
 
 
 def test_digits_manifest_counts_and_checksum(tmp_path):
-    doc = prepare("digits", tmp_path / "m.json")
+    doc = prepare(tmp_path / "m.json", DataConfig(dataset="digits", root=str(tmp_path)))
     assert json.loads((tmp_path / "m.json").read_text()) == doc
     assert sum(doc["splits"]["test"]["per_class"].values()) == doc["splits"]["test"]["images"]
     assert (
         doc["splits"]["train"]["per_class"]["0"]
         == np.bincount(load_split("digits", "train").targets)[0]
     )
-    assert prepare("digits", tmp_path / "m2.json")["checksum"] == doc["checksum"]
+    assert (
+        prepare(tmp_path / "m2.json", DataConfig(dataset="digits", root=str(tmp_path)))["checksum"]
+        == doc["checksum"]
+    )
 
 
 def test_unknown_dataset_and_split():
@@ -130,7 +134,7 @@ def test_cifar10_downloads_verifies_and_loads(tmp_path, cifar_source):
     assert label == cifar_source["test_batch"]["labels"][1]
     augmented, _ = load_split("cifar10", "train", root=root, augment=True)[0]
     assert augmented.shape == (3, 32, 32) and 0 <= augmented.min() and augmented.max() <= 1
-    doc = prepare("cifar10", tmp_path / "m.json", root=root)
+    doc = prepare(tmp_path / "m.json", DataConfig(dataset="cifar10", root=str(root)))
     assert doc["splits"]["train"]["images"] == 20 and doc["input_shape"] == [3, 32, 32]
     assert doc["splits"]["test"]["per_class"]["airplane"] == cifar_source["test_batch"][
         "labels"
@@ -175,12 +179,30 @@ def test_imagefolder_loads_resized_images(tmp_path):
     assert (info.num_classes, info.input_shape) == (2, [3, 16, 16])
 
 
+def test_sixteen_bit_grey_images_are_read_at_their_depth(tmp_path):
+    """A 16-bit grey PNG becomes k/65535 on three equal channels (Pillow alone would clip it to
+    white); DSSN, whose grid is 8-bit, refuses such an off-grid point rather than rounding it."""
+    from l1cert.noise import DSSN
+    from l1cert.splitting import half_width, make_template
+
+    _image_tree(tmp_path / "imagefolder", ("train", "test"), size=(4, 4))
+    grey = np.arange(16, dtype=np.uint16).reshape(4, 4) * 4000 + 7
+    Image.fromarray(grey).save(tmp_path / "imagefolder/test/cat/0.png")  # mode I;16
+    x, _ = load_split("imagefolder", "test", root=tmp_path, image_size=4)[0]
+    expected = torch.from_numpy(grey / 65535.0).float()
+    assert torch.equal(x, expected.expand(3, 4, 4)) and x.max() < 1
+    lam = half_width(0.5, 255)
+    noise = DSSN(0.5, 255, make_template((3, 4, 4), lam, 255, seed=0))
+    with pytest.raises(L1CertError, match="test point idx 0 is not on the grid k/255"):
+        noise.check_exact(x.unsqueeze(0), ["test point idx 0"])
+
+
 def test_imagefolder_manifest_checksum_follows_the_content(tmp_path):
     _image_tree(tmp_path / "imagefolder", ("train", "test"))
-    doc = prepare("imagefolder", tmp_path / "m.json", root=tmp_path)
+    doc = prepare(tmp_path / "m.json", DataConfig(dataset="imagefolder", root=str(tmp_path)))
     assert doc["splits"]["train"]["per_class"] == {"cat": 2, "dog": 2}
     Image.new("RGB", (12, 10), "white").save(tmp_path / "imagefolder/test/dog/1.png")
-    changed = prepare("imagefolder", tmp_path / "m.json", root=tmp_path)
+    changed = prepare(tmp_path / "m.json", DataConfig(dataset="imagefolder", root=str(tmp_path)))
     assert changed["checksum"]["sha256"] != doc["checksum"]["sha256"]
 
 
@@ -204,7 +226,7 @@ def test_imagenet_layout_and_transforms(tmp_path, monkeypatch):
     train = load_split("imagenet", "train", augment=True)
     assert train[3][0].shape == (3, 224, 224) and train[3][1] == 1
     assert dataset_info("imagenet").num_classes == 2
-    doc = prepare("imagenet", tmp_path / "m.json")
+    doc = prepare(tmp_path / "m.json", DataConfig(dataset="imagenet"))
     assert doc["splits"]["test"]["images"] == 4 and doc["checksum"]["of"] == "file list and sizes"
 
 

@@ -22,20 +22,23 @@ from test_smoothing import HalfSpace
 from l1cert import data, models, splitting
 from l1cert.certify import certify_to_tsv
 from l1cert.cli import main
+from l1cert.config import DataConfig, TrainConfig, Type2Config
 from l1cert.noise import make_noise
+from l1cert.points import SELECTION, Draws
 from l1cert.resume import partial_path
 from l1cert.smoothing import Smooth
-from l1cert.train import TrainConfig, Type2Config, train
+from l1cert.train import train
 from l1cert.utils import L1CertError
 
 torch.set_num_threads(1)
 SIGMA = 0.5
 L = 27  # floor(2·√3·0.5·16): digits' grid q = 16
-FAST = dict(batch=200, max_points=40, progress=False)
+FAST = dict(batch=200, max=40, progress=False)
+DIGITS = DataConfig(dataset="digits")
 
 
 def _config(**changes):
-    base = dict(dataset="digits", arch="digits_mlp", noise="dssn", sigma=SIGMA, epochs=3)
+    base = dict(arch="digits_mlp", noise="dssn", sigma=SIGMA, epochs=3)
     return TrainConfig(**{**base, "lr_step": 2, **changes})
 
 
@@ -43,7 +46,7 @@ def _config(**changes):
 def dssn_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("dssn")
     with torch.random.fork_rng():
-        train(_config(), out, device="cpu")
+        train(_config(), out, DIGITS, device="cpu")
     return out / "model.pt"
 
 
@@ -61,12 +64,12 @@ def test_ssn_certifies_a_half_space_soundly():
     smooth = Smooth(HalfSpace(0.25), 2, "split", 0.2, channels_last=False)
     lam = smooth.noise.scale
     x = torch.tensor([0.75, 0.5, 0.5])
-    cert = smooth.certify(x, 100, 20_000, 0.001, 5000, torch.Generator().manual_seed(0))
-    assert cert.prediction == 1 and list(cert.bound_radii) == ["ssn"]
+    cert = smooth.certify(x, 100, 20_000, 0.001, 5000, seed=0)
+    assert cert.prediction == 1 and list(cert.bound_radii) == ["ssn", "ssn_box"]
     assert cert.radius == pytest.approx(2 * lam * (cert.pa_lower - 0.5))
     moved = x.clone()
     moved[0] -= cert.radius * 0.999
-    counts = smooth._count(moved, 20_000, 5000, torch.Generator().manual_seed(1))
+    counts = smooth._count(moved, 20_000, 5000, Draws(1, smooth.device), SELECTION)
     assert counts[1] / 20_000 > 0.5  # still predicted: the certificate holds
 
 
@@ -97,8 +100,8 @@ def test_template_round_trips_through_the_checkpoint(dssn_model):
 def test_exact_certify_writes_counts_of_all_L_copies(dssn_model, tmp_path):
     out = certify_to_tsv(dssn_model, tmp_path / "run.tsv", **FAST)
     rows = read_table(out)
-    side = json.loads(out.with_suffix(".json").read_text())
-    assert side["sampling"] == "exact" and side["offsets"] == L and side["grid"] == 16
+    side = json.loads(out.with_suffix(".json").read_text())["result"]
+    assert side["sampling"] == "exact" and side["copies"] == L and side["grid"] == 16
     assert side["n0"] is None and side["alpha"] is None and side["n"] == L
     assert list(rows[0])[:6] == ["idx", "label", "predict", "radius", "correct", "time"]
     model, meta, state = models.load_model_and_noise(dssn_model)
@@ -173,7 +176,12 @@ def _assert_refused(code, message, fragment):
 @pytest.mark.parametrize(
     "options, fragment",
     [
-        (["--sampling", "sequential", "--radii", "0,0.5"], "--sampling does not apply to dssn"),
+        (
+            ["--sampling", "sequential", "--radii", "0,0.5"],
+            "--sampling sequential does not apply to dssn",
+        ),
+        (["--radii", "0,0.5"], "--radii does not apply to dssn"),
+        (["--seed", "3"], "--seed does not apply to dssn"),
         (["--n", "1000"], "--n does not apply to dssn"),
         (["--alpha", "0.01"], "--alpha does not apply to dssn"),
         (["--n0", "10"], "--n0 does not apply to dssn"),
@@ -186,15 +194,23 @@ def test_options_that_mean_nothing_are_refused(dssn_model, tmp_path, options, fr
     assert not (tmp_path / "o.tsv").exists()
 
 
-def test_the_pipeline_s_sampling_settings_are_set_aside_with_a_note(dssn_model, tmp_path):
+def test_radii_are_set_aside_by_fixed_sampling_and_refused_by_exact(dssn_model, tmp_path):
+    """The pipeline passes an exact noise no sampling options, so it has nothing to set aside:
+    --radii is refused like --n. A fixed-sampling run (the same model under split noise) given
+    the radii of a pipeline written for sequential sampling sets them aside with a note."""
     out = tmp_path / "o.tsv"
-    args = ["certify", "--model", dssn_model, "--n", "1000", "--alpha", "0.01",
-            "--sampling", "sequential", "--radii", "0,0.5", "--from-params", "--max", "5",
-            "--out", out]  # fmt: skip
+    code, message = run_cli("certify", "--model", dssn_model, "--radii", "0,0.5", "--max", "5",
+                            "--out", out)  # fmt: skip
+    _assert_refused(code, message, "--radii does not apply to dssn noise under exact")
+    assert not out.exists()
+    args = ["certify", "--model", dssn_model, "--noise", "split", "--n0", "10", "--n", "100",
+            "--radii", "0,0.5", "--max", "5", "--out", out]  # fmt: skip
     result = CliRunner().invoke(main, [str(a) for a in args])
     assert result.exit_code == 0, result.output
-    assert "certified exactly" in result.stderr
-    assert json.loads(out.with_suffix(".json").read_text())["sampling"] == "exact"
+    assert "l1cert certify: fixed sampling sets --radii aside" in result.stderr
+    side = json.loads(out.with_suffix(".json").read_text())["result"]
+    assert side["noise"] == "split" and side["sampling"] == "fixed" and side["n"] == 100
+    assert side["radii"] is None and side["looks"] is None
 
 
 def _save_dssn(path, template):
@@ -227,11 +243,10 @@ def test_off_grid_inputs_are_refused_naming_the_point():
     noise = make_noise("dssn", SIGMA, 16, splitting.make_template([4], lam, 16, seed=1))
     smooth = Smooth(HalfSpace(0.5), 2, noise, channels_last=False)
     on = torch.tensor([0.5, 0.25, 0.0, 1.0])
-    assert smooth.certify_exact([on], 64)[0].n == noise.offsets
-    with pytest.raises(L1CertError, match="test point idx 7 is not on the grid k/16"):
-        smooth.certify_exact(
-            [on, torch.tensor([0.3, 0.25, 0.0, 1.0])], 64, ["a", "test point idx 7"]
-        )
+    ((idx, cert),) = smooth.certify_exact([(3, on)], 64)
+    assert idx == 3 and cert.n == noise.copies == L
+    with pytest.raises(L1CertError, match="^test point idx 7 is not on the grid k/16"):
+        list(smooth.certify_exact([(3, on), (7, torch.tensor([0.3, 0.25, 0.0, 1.0]))], 64))
 
 
 def test_merge_refuses_dssn_shards_of_another_template(tmp_path):
@@ -253,8 +268,9 @@ def test_merge_refuses_dssn_shards_of_another_template(tmp_path):
 def test_type2_attacks_through_the_split_and_changes_the_model(tmp_path):
     type2 = Type2Config(norm="linf", epsilon=0.1, steps=2, samples=2, warmup_epochs=0)
     with torch.random.fork_rng():
-        train(_config(epochs=2), tmp_path / "t1", device="cpu")
-        train(_config(epochs=2, training="type2", type2=type2), tmp_path / "t2", device="cpu")
+        train(_config(epochs=2), tmp_path / "t1", DIGITS, device="cpu")
+        t2 = _config(epochs=2, training="type2", type2=type2)
+        train(t2, tmp_path / "t2", DIGITS, device="cpu")
     one, _ = models.load_model(tmp_path / "t1" / "model.pt")
     two, _ = models.load_model(tmp_path / "t2" / "model.pt")
     differ = [
@@ -283,8 +299,13 @@ def test_report_reads_an_rs4a_directory(tmp_path):
     np.save(folder / "preds.npy", scores)
     np.save(folder / "radius_l1.npy", np.array([0.1, 0.5, 1.0, 2.0, 0.3, -0.2, 1.0, 0.0]))
     out = tmp_path / "report"
+    # σ from the directory's own name; the dataset named by the folder above is not read
     code, message = run_cli("report", folder, "--label", "levine", "--bound", "dssn",
                             "--out-dir", out, "--radii", "0,0.25,0.5,1")  # fmt: skip
+    _assert_refused(code, message, "its name does not say its dataset; give it with --dataset")
+    code, message = run_cli("report", folder, "--label", "levine", "--bound", "dssn",
+                            "--dataset", "cifar10", "--out-dir", out,
+                            "--radii", "0,0.25,0.5,1")  # fmt: skip
     assert code == 0, message
     with open(out / "tables" / "certified-accuracy.csv") as f:
         (row,) = list(csv.DictReader(f))

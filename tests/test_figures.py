@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import matplotlib
 import matplotlib.image
 import pytest
+from conftest import write_hand_made
 
 from l1cert import figures
-from l1cert.analysis import radius_grid, read_all
-
-DATA = Path(__file__).parent / "data"
-HAND_MADE = DATA / "certify" / "digits" / "laplace-type1-s0.5.tsv"
+from l1cert.analysis import radius_grid
+from l1cert.runs import read_runs
 
 
 def _check_png_and_pdf(stem: Path, min_width: int, min_height: int) -> None:
@@ -37,16 +34,10 @@ def test_paper_figures(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """The hand-made Laplace file as Type 1 and (copied) as Type 2, and Cohen et al.'s file."""
-    root = tmp_path_factory.mktemp("figures")
-    type2 = root / "digits" / "laplace-type2-s0.5.tsv"
-    type2.parent.mkdir()
-    shutil.copy(HAND_MADE, type2)
-    side = json.loads(HAND_MADE.with_suffix(".json").read_text())
-    side.update(training="type2", model_name="laplace-type2-s0.5")
-    type2.with_suffix(".json").write_text(json.dumps(side))
-    return read_all([HAND_MADE, type2])
+def runs(tmp_path_factory, hand_made):
+    """The hand-made Laplace file as Type 1 and as Type 2."""
+    type2 = write_hand_made(tmp_path_factory.mktemp("figures"), training="type2")
+    return read_runs([hand_made, type2], quiet=True)
 
 
 @pytest.mark.parametrize("draw", ["accuracy_per_sigma", "bound_comparison_per_sigma", "envelope"])

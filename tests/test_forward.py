@@ -7,6 +7,7 @@ from l1cert.data import dataset_info, load_split
 from l1cert.forward import BaseClassifier, should_compile
 from l1cert.models import build_model
 from l1cert.noise import make_noise
+from l1cert.points import SELECTION, Draws
 from l1cert.smoothing import Smooth
 from l1cert.utils import L1CertError
 
@@ -65,7 +66,7 @@ def test_padded_short_batches_count_like_eager(digits_mlp, compiled):
     x = test_images[3]
     for n in (123, 1130):  # shorter than one batch; and two full batches plus a short one
         counts = [
-            Smooth(f, 10, "laplace", 0.5)._count(x, n, 500, torch.Generator().manual_seed(n))
+            Smooth(f, 10, "laplace", 0.5)._count(x, n, 500, Draws(n, "cpu"), SELECTION)
             for f in (compiled, model)
         ]
         assert counts[0].sum() == n
@@ -125,7 +126,9 @@ def test_compile_failure_falls_back_with_one_warning(digits_mlp, monkeypatch, ca
 def test_bf16_counts_on_cpu(digits_mlp):
     model, test_images = digits_mlp
     f = BaseClassifier(model, batch_size=100, precision="bf16")
-    counts = Smooth(f, 10, "laplace", 0.5)._count(test_images[0], 250, 100, None)
+    counts = Smooth(f, 10, "laplace", 0.5)._count(
+        test_images[0], 250, 100, Draws(0, "cpu"), SELECTION
+    )
     assert counts.sum() == 250
 
 

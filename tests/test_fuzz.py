@@ -8,8 +8,7 @@ of the call), runs the real CLI on them and checks that the CLI
 - leaves every file that was there byte for byte as it was, and makes no new file or
   directory (unless the case lists it).
 
-Click's own usage errors (`--n 1e12` for an int option) are click's several-line messages
-and are left out.
+Click's own usage errors (`--n 1e308` for an int option, `--sigma abc`) are one such line too.
 """
 
 from __future__ import annotations
@@ -43,6 +42,7 @@ REPORT = ["report", "run.tsv", "--out-dir", "rep", "--radii", "0,0.25"]
 TRAIN = ["train", "--dataset", "digits", "--arch", "digits_mlp", "--noise", "laplace",
          "--sigma", "0.25", "--epochs", "1", "--out", "tmp/run"]  # fmt: skip
 DIGITS_META = None  # filled by the `assets` fixture
+MORE_THAN_CPUS = (os.cpu_count() or 1) + 1
 
 
 # --- the files a case starts from -----------------------------------------------------------
@@ -126,26 +126,39 @@ def model_without_meta(tmp: Path, assets: Path):
     torch.save({"format": models.FORMAT, "state_dict": model.state_dict()}, tmp / "model.pt")
 
 
-def sidecar_without(name: str, key: str):
+def _section(key: str) -> str:
+    """The sidecar section that holds `key` (`certify_format.SIDECAR_CHECKS`; else result)."""
+    return next((name for name, keys in fmt.SIDECAR_CHECKS.items() if key in keys), "result")
+
+
+def _edit_sidecar(name: str, edit):
     def step(tmp: Path, assets: Path):
         side = fmt.sidecar_path(tmp / name)
         doc = json.loads(side.read_text())
-        del doc[key]
+        edit(doc)
         side.write_text(json.dumps(doc, indent=2) + "\n")
 
     return step
+
+
+def _holder(doc: dict, key: str) -> dict:
+    return doc[_section(key)] if _section(key) else doc
+
+
+def sidecar_without(name: str, key: str):
+    """The sidecar of a copied certify file without `key` (in its section)."""
+    return _edit_sidecar(name, lambda doc: _holder(doc, key).pop(key))
 
 
 def sidecar_with(name: str, **changes):
-    """The sidecar of a copied certify file with these keys set (its TSV and seal unchanged)."""
+    """The sidecar of a copied certify file with these keys set, each in its section (its TSV
+    and seal unchanged)."""
 
-    def step(tmp: Path, assets: Path):
-        side = fmt.sidecar_path(tmp / name)
-        doc = json.loads(side.read_text())
-        doc.update(changes)
-        side.write_text(json.dumps(doc, indent=2) + "\n")
+    def edit(doc):
+        for key, value in changes.items():
+            _holder(doc, key)[key] = value
 
-    return step
+    return _edit_sidecar(name, edit)
 
 
 def copy_as(name: str, target: str):
@@ -205,6 +218,38 @@ def png(name: str):
     return step
 
 
+def png16(name: str, rgb: bool = False):
+    """A 16-bit PNG (grey, or 48-bit RGB written by hand: Pillow cannot write those)."""
+
+    def step(tmp: Path, assets: Path):
+        import struct
+        import zlib
+
+        path = tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = b"".join(b"\x00" + b"\xea\x60" * (3 if rgb else 1) * 4 for _ in range(4))
+
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(
+                ">I", zlib.crc32(kind + data))  # fmt: skip
+
+        header = struct.pack(">IIBBBBB", 4, 4, 16, 2 if rgb else 0, 0, 0, 0)
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                         + chunk(b"IDAT", zlib.compress(pixels)) + chunk(b"IEND", b""))  # fmt: skip
+
+    return step
+
+
+def noise_state(**tensors):
+    """model.pt whose checkpoint keeps this noise state."""
+
+    def step(tmp: Path, assets: Path):
+        model, meta = digits_model()
+        models.save_model(tmp / "model.pt", model, meta, tensors)
+
+    return step
+
+
 def wrong_label(row):
     """A class other than the row's label: with correct=1 the row contradicts itself."""
     return (int(row["label"]) + 1) % 10
@@ -247,13 +292,13 @@ BAD_SIDECAR = {
     "alpha-2": ({"alpha": 2}, "alpha 2 is not in (0, 1)"),
     "noise-list": ({"noise": ["laplace"]}, "noise ['laplace'] is not a string"),
 }
-# The same for the report (which reads no code, so a missing digest is fine there).
+# The same for the report.
 BAD_REPORT_SIDECAR = {
-    "sigma-null": ({"sigma": None}, "sigma None is not a number"),
-    "scale-infinite": ({"scale": float("inf")}, "scale inf is not in (0, 1e+06)"),
-    "model-name-int": ({"model_name": 7}, "model_name 7 is not a string"),
-    "code-text": ({"code": 5}, "code 5 is not {version, sha256} strings"),
-    "num-classes-zero": ({"num_classes": 0}, "num_classes 0 is not between 1 and"),
+    "sigma-null": ({"sigma": None}, "result.sigma None is not a number"),
+    "scale-infinite": ({"scale": float("inf")}, "result.scale inf is not in (0, 1e+06)"),
+    "model-name-int": ({"model_name": 7}, "result.model_name 7 is not a string"),
+    "code-text": ({"code": 5}, "result.code 5 is not {version, sha256} strings"),
+    "num-classes-zero": ({"num_classes": 0}, "result.num_classes 0 is not between 1 and"),
     # names that would become paths
     "dataset-escapes": (
         {"dataset": "../../../../tmp/x"},
@@ -289,7 +334,7 @@ ROWS_EDITS = {
     "correct-wrong": {"predict": wrong_label, "correct": "1"},
 }
 ROWS_FRAGMENTS = {
-    "predict-banana": "must be integers",
+    "predict-banana": "predict 'banana' is not an integer",
     "radius-nan": "is not a radius",
     "negative-idx": "negative idx",
     "correct-wrong": "disagrees with predict and label",
@@ -356,7 +401,7 @@ CASES = [
         "merge-sidecar-missing-noise",
         (copy(*SHARDS), sidecar_without(SHARDS[0], "noise")),
         MERGE,
-        "lacks noise",
+        "shard-1-of-2.json: result lacks noise",
     ),
     *(
         Case(
@@ -401,7 +446,7 @@ CASES = [
             f"report-sidecar-{name}",
             (copy("run.tsv"), sidecar_with("run.tsv", **changes)),
             REPORT,
-            f"run.json: {fragment}" if "digest" not in fragment else fragment,
+            f"run.json: {fragment}",
         )
         for name, (changes, fragment) in BAD_REPORT_SIDECAR.items()
     ),
@@ -421,13 +466,24 @@ CASES = [
     Case(
         "report-dataset-option-escapes",
         (write("x.tsv", COHEN_SIX), mkdir("victim")),
-        ["report", "x.tsv", "--out-dir", "rc", "--dataset", "../../victim/x"],
+        ["report", "x.tsv", "--out-dir", "rc", "--sigma", "0.25", "--dataset", "../../victim/x"],
         "--dataset '../../victim/x' is not a plain name",
     ),
     Case(
         "report-label-option-slash",
         (write("x.tsv", COHEN_SIX),),
-        ["report", "x.tsv", "--out-dir", "rc", "--label", "a/b"],
+        [
+            "report",
+            "x.tsv",
+            "--out-dir",
+            "rc",
+            "--sigma",
+            "0.25",
+            "--dataset",
+            "digits",
+            "--label",
+            "a/b",
+        ],
         "--label 'a/b' is not a plain name",
     ),
     Case(
@@ -518,6 +574,31 @@ CASES = [
         )
         for name, (changes, fragment) in BAD_SIDECAR.items()
     ),
+    # a key every shard lacks: compared equal, then read
+    *(
+        Case(
+            f"merge-sidecars-both-missing-{key}",
+            (copy(*SHARDS), *(sidecar_without(shard, key) for shard in SHARDS)),
+            MERGE,
+            f"lacks {key}",
+        )
+        for key in ("num_classes", "dataset_size", "noise")
+    ),
+    *(
+        Case(
+            f"report-sidecar-missing-{key}",
+            (copy("run.tsv"), sidecar_without("run.tsv", key)),
+            REPORT,
+            f"lacks {key}",
+        )
+        for key in ("num_classes", "dataset_size", "scale")
+    ),
+    Case(
+        "report-sidecar-missing-noise",
+        (copy("run.tsv"), sidecar_without("run.tsv", "noise")),
+        REPORT,
+        "run.json: result lacks noise",
+    ),
     Case(
         "merge-sidecar-code-missing",
         (copy(*SHARDS), sidecar_without(SHARDS[0], "code")),
@@ -545,13 +626,18 @@ CASES = [
     ),
     # huge but finite: refused by their bounds before anything runs (l1cert.config)
     Case("train-lr-huge", (), [*TRAIN, "--lr", "1e308"], "--lr must be at most 10"),
-    Case("train-weight-decay-huge", (), [*TRAIN, "--weight-decay", "1e308"], "weight_decay"),
+    Case(
+        "train-weight-decay-huge",
+        (),
+        [*TRAIN, "--weight-decay", "1e308"],
+        "--weight-decay must be at most 1,",
+    ),
     Case("train-sigma-huge", (), [*TRAIN, "--sigma", "1e308"], "--sigma must be at most 10"),
     Case(
         "train-type2-epsilon-huge",
         (),
         [*TRAIN, "--training", "type2", "--type2-epsilon", "1e308"],
-        "--type2.epsilon must be at most 1000",
+        "--type2-epsilon must be at most 1000",
     ),
     Case("train-seed-2-64", (), [*TRAIN, "--seed", str(2**64)], "--seed must be at most"),
     Case("train-workers-huge", (), [*TRAIN, "--workers", "100000000"], "--workers"),
@@ -578,7 +664,12 @@ CASES = [
     Case("train-out-file", (write("tmp/run", "x\n"),), TRAIN, "is a file"),
     Case("train-resnet50-digits", (), [*TRAIN, "--arch", "resnet50"], "resnet50"),
     Case("train-momentum-nan", (), [*TRAIN, "--momentum", "nan"], "momentum"),
-    Case("train-weight-decay-nan", (), [*TRAIN, "--weight-decay", "nan"], "weight_decay"),
+    Case(
+        "train-weight-decay-nan",
+        (),
+        [*TRAIN, "--weight-decay", "nan"],
+        "--weight-decay must be a finite number",
+    ),
     Case("train-lr-inf", (), [*TRAIN, "--lr", "inf"], "lr"),
     Case(
         "train-type2-epsilon-nan",
@@ -590,6 +681,12 @@ CASES = [
         "train-type2-samples-memory",
         (),
         [*TRAIN, "--training", "type2", "--type2-samples", "10000000"],
+        "--type2-samples must be at most 1024",  # its bound, before the memory check
+    ),
+    Case(
+        "train-type2-batch-memory",
+        (),
+        [*TRAIN, "--training", "type2", "--type2-samples", "1024", "--batch-size", "1000000000"],
         "GiB",
     ),
     Case(
@@ -638,6 +735,121 @@ CASES = [
         (),
         ["radius", "--noise", "gaussian", "--sigma", "0.5", "--pa", "0.9", "--pb", "0.1"],
         "--pb is used by teng_multiclass only",
+    ),
+    # click's usage errors: one line too
+    Case(
+        "certify-n-1e308",
+        MODEL,
+        [*CERTIFY, "--n", "1e308", "--out", "o.tsv"],
+        "certify: Invalid value for '--n': '1e308' is not a valid integer",
+    ),  # fmt: skip
+    Case(
+        "radius-sigma-abc",
+        (),
+        ["radius", "--noise", "laplace", "--sigma", "abc", "--pa", "0.9"],
+        "Invalid value for '--sigma': 'abc' is not a valid float",
+    ),  # fmt: skip
+    Case("unknown-command", (), ["frobnicate"], "No such command 'frobnicate'"),
+    # threads bounded by the machine (torch segfaults on absurd counts)
+    *(
+        Case(
+            f"{command}-threads-{threads}",
+            MODEL if command == "certify" else (),
+            [
+                *(CERTIFY if command == "certify" else TRAIN),
+                "--threads",
+                str(threads),
+                *(["--out", "o.tsv"] if command == "certify" else []),
+            ],
+            f"--threads {threads} exceeds this machine's"
+            if threads == MORE_THAN_CPUS
+            else "--threads must be at most 4096",
+            subprocess=True,
+        )  # fmt: skip
+        for command in ("certify", "train")
+        for threads in (MORE_THAN_CPUS, 100_000_000, 2**64)
+    ),
+    Case(
+        "certify-shard-huge",
+        MODEL,
+        [*CERTIFY, "--shard", "1/18446744073709551616", "--out", "o.tsv"],
+        "--shard must look like k/K",
+    ),  # fmt: skip
+    # images read at their depth
+    Case(
+        "data-imagefolder-48-bit",
+        (png16("data/imagefolder/train/a/x.png", rgb=True), png("data/imagefolder/test/a/y.png")),
+        ["data", "--dataset", "imagefolder", "--manifest", "m.json", "--image-size", "4"],
+        "x.png has pixels l1cert cannot read exactly (mode RGB (RGB;16B))",
+    ),  # fmt: skip
+    # a checkpoint's noise state: only what its noise keeps
+    Case(
+        "certify-noise-state-extra-key",
+        (noise_state(extra=torch.zeros(2)),),
+        [*CERTIFY, "--out", "o.tsv"],
+        "noise state holds 'extra', which laplace noise does not",
+    ),
+    Case(
+        "certify-checkpoint-name-newline",
+        (model_with(name="a\nb"),),
+        [*CERTIFY, "--out", "o.tsv"],
+        "the checkpoint's name 'a\\nb' is not a plain name",
+    ),
+    # what certify writes, its merge and report accept: refused at the partial's resume
+    *(
+        Case(
+            f"certify-resume-partial-time-{name}",
+            (*MODEL, copy_as("run.tsv", "partial/out.tsv"), edit_row("partial/out.tsv", time=t)),
+            [*CERTIFY, "--out", "out.tsv"],
+            "time",
+            new_ok=("partial/out.tsv.lock",),
+        )  # fmt: skip
+        for name, t in (("nan", "nan"), ("inf", "inf"), ("negative", "-1"), ("abc", "abc"))
+    ),
+    Case(
+        "report-sidecar-looks-abc",
+        (copy("run.tsv"), sidecar_with("run.tsv", looks="abc")),
+        REPORT,
+        "looks 'abc' is not a list of increasing non-negative ints",
+    ),  # fmt: skip
+    Case(
+        "merge-sidecar-looks-abc",
+        (copy(*SHARDS), sidecar_with(SHARDS[0], looks="abc")),
+        MERGE,
+        "looks 'abc' is not a list of increasing non-negative ints",
+    ),  # fmt: skip
+    Case(
+        "merge-sampling-abc",
+        (copy(*SHARDS), *(sidecar_with(s, sampling="abc") for s in SHARDS)),
+        MERGE,
+        "unknown sampling 'abc'",
+    ),  # fmt: skip
+    Case(
+        "report-npy-malformed-header",
+        (
+            write("pub/labels.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': '<i8', 'fortran"),
+            write("pub/radius_l1.npy", b""),
+            write("pub/predicted_labels.npy", b""),
+        ),
+        [
+            "report",
+            "pub",
+            "--out-dir",
+            "rep",
+            "--bound",
+            "uniform",
+            "--sigma",
+            "0.5",
+            "--dataset",
+            "cifar10",
+        ],
+        "labels.npy: not a plain numpy array file",
+    ),  # fmt: skip
+    Case(
+        "train-out-unwritable",
+        (),
+        [*TRAIN[:-1], "/sys/l1cert-fuzz/run"],
+        "--out /sys/l1cert-fuzz/run: cannot write there",
     ),
 ]
 

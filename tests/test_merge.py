@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import read_table
+from conftest import read_table, without_time
 from test_certify_cli import FAST, checkpoint  # noqa: F401  (the fixture)
 
 from l1cert import certify_format as fmt
 from l1cert import transaction
 from l1cert.certify import certify_to_tsv
 from l1cert.cli import main
-from l1cert.merge import _journal, _vetter
-from l1cert.resume import partial_path
+from l1cert.merge import _vetter
+from l1cert.resume import journal, partial_path
 
 RENAMES = "rename,renameat,renameat2"
 
@@ -95,7 +95,7 @@ def test_a_merge_killed_at_every_rename_is_old_or_new(tmp_path, shard_sets, refe
         killed = _merge(shard_sets["new"], out, kill)
         assert killed.returncode in (-9, 128 + 9), f"K={k}: not killed: {killed.stderr}"
         seen.add(_which(out, references))
-        transaction.roll_forward(_journal(out), _vetter(out))
+        transaction.roll_forward(journal(out), _vetter(out))
         assert _which(out, references) == ("old" if k <= journal_at else "new"), f"K={k}"
         assert _merge(shard_sets["new"], out).returncode == 0
         assert _which(out, references) == "new"
@@ -198,3 +198,66 @@ def test_an_untouched_partial_resumes(checkpoint, tmp_path):  # noqa: F811
     assert certify_to_tsv(checkpoint, out, **FAST) == out
     strip = [{k: v for k, v in r.items() if k != "time"} for r in read_table(out)]
     assert strip == [{k: v for k, v in r.items() if k != "time"} for r in read_table(reference)]
+
+
+def test_shards_of_other_batch_sizes_merge_to_one_run(checkpoint, shard_sets, tmp_path):  # noqa: F811
+    """The batch size is how a shard ran (`run`), not what decides its rows (`result`)."""
+    old = shard_sets["old"]
+    other = certify_to_tsv(checkpoint, tmp_path / "s2.tsv", shard=(2, 2), **{**FAST, "batch": 37})
+    assert fmt.read_sidecar(other)["run"]["batch"] == 37
+    code, message = run_cli("merge", old[0], other, "--out", tmp_path / "merged.tsv")
+    assert code == 0, message
+    code, message = run_cli("merge", *old, "--out", tmp_path / "reference.tsv")
+    assert code == 0, message
+    merged_rows, reference = (read_table(tmp_path / n) for n in ("merged.tsv", "reference.tsv"))
+    assert without_time(merged_rows) == without_time(reference)
+    merged = fmt.read_sidecar(tmp_path / "merged.tsv")
+    assert merged["run"]["batch"] is None  # shards of two batch sizes
+    assert merged["result"] == fmt.read_sidecar(tmp_path / "reference.tsv")["result"]
+
+
+def _certify(out: Path, model: Path, strace=()):
+    args = [
+        str(a) for k, v in FAST.items() if k != "progress"
+        for a in (f"--{k.replace('_', '-')}", v)
+    ]  # fmt: skip
+    return subprocess.run(
+        [*strace, sys.executable, "-m", "l1cert.cli", "certify", "--model", str(model),
+         *args, "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_a_certify_killed_at_every_rename_keeps_every_row(tmp_path, checkpoint):  # noqa: F811
+    """strace SIGKILLs a real `l1cert certify` at its K-th rename (sidecar writes, the sorted
+    rows, the journal, the published pair): the rerun never recomputes a row it had — every
+    row's time is kept — and ends with the uninterrupted run's rows."""
+    reference = tmp_path / "reference.tsv"
+    trace = tmp_path / "trace"
+    count = ["strace", "-f", "-qq", "-o", str(trace), "-e", f"trace={RENAMES}"]
+    assert _certify(reference, checkpoint, count).returncode == 0
+    renames = [line for line in trace.read_text().splitlines() if "rename" in line]
+    assert len(renames) >= 5 and any("journal" in line for line in renames)
+    # from the rows sorted into place on: every row was made before the kill
+    published = max(i for i, line in enumerate(renames, 1) if 'partial/reference.tsv"' in line)
+    for k in range(1, len(renames) + 1):
+        out = tmp_path / f"k{k}" / "run.tsv"
+        kill = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", f"trace={RENAMES}",
+                "-e", f"inject={RENAMES}:signal=KILL:when={k}"]  # fmt: skip
+        killed = _certify(out, checkpoint, kill)
+        assert killed.returncode in (-9, 128 + 9), f"K={k}: not killed: {killed.stderr}"
+        partial = partial_path(out)
+        had = {r["idx"]: r["time"] for r in read_table(partial)} if partial.exists() else {}
+        if out.exists() and not had:  # published before the kill (wholly or in part)
+            had = {r["idx"]: r["time"] for r in read_table(out)}
+        done = _certify(out, checkpoint)
+        assert done.returncode == 0, f"K={k}: {done.stderr}"
+        rows = read_table(out)
+        assert without_time(rows) == without_time(read_table(reference)), f"K={k}"
+        assert all(r["time"] == had[r["idx"]] for r in rows if r["idx"] in had), f"K={k}"
+        if k >= published:
+            assert len(had) == len(rows), f"K={k}: rows were lost ({len(had)} kept)"
+        leftovers = [p.name for p in partial.parent.iterdir() if not p.name.endswith(".lock")]
+        assert leftovers == [], f"K={k}: {leftovers}"

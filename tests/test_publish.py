@@ -18,7 +18,8 @@ from conftest import write_certify_file
 
 from l1cert import transaction
 from l1cert.cli import main
-from l1cert.report import JOURNAL, STAGING, expected_outputs, recover
+from l1cert.layout import expected_outputs
+from l1cert.report import JOURNAL, STAGING, recover
 from l1cert.utils import L1CertError
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -142,25 +143,17 @@ def test_a_second_writer_fails_at_once_naming_the_first(tmp_path):
 
 
 def _certify_files(folder: Path, n: int) -> list[Path]:
-    """Two digits certify files (laplace, gaussian); `n` differs between the input sets, and
-    with it the radii, so that every table, plot, caption and figure showing data differs."""
-    scale = n / 1000
-    rows = [
-        {"idx": i, "label": i % 10, "predict": i % 10 if i % 4 else -1, "correct": int(i % 4 > 0)}
-        for i in range(12)
-    ]
-
-    def radius(i, row, step):
-        return round(scale * step * (i % 5), 6) if row["predict"] >= 0 else 0.0
-
-    laplace = [
-        {**r, **{f"radius_{b}": radius(i, r, 0.1) for b in ("teng", "lecuyer", "teng_multiclass")}}
-        for i, r in enumerate(rows)
-    ]
-    gaussian = [{**r, "radius_cohen": radius(i, r, 0.07)} for i, r in enumerate(rows)]
+    """Two digits certify files (laplace, gaussian) of the same vote shares; `n` differs
+    between the input sets, and with it every bound and radius, so that every table, plot,
+    caption and figure showing data differs. A quarter of the points abstain."""
+    rows = []
+    for i in range(12):
+        count = round(n * (0.3 if i % 4 == 0 else 0.55 + 0.1 * (i % 5)))
+        rows.append({"idx": i, "label": i % 10, "count": count,
+                     "count_b": round(0.6 * (n - count)), "top_class": i % 10})  # fmt: skip
     return [
-        write_certify_file(folder / "laplace.tsv", "laplace", 0.5, laplace, n=n),
-        write_certify_file(folder / "gaussian.tsv", "gaussian", 0.5, gaussian, n=n),
+        write_certify_file(folder / f"{noise}.tsv", noise, 0.5, rows, n=n)
+        for noise in ("laplace", "gaussian")
     ]
 
 
@@ -193,9 +186,24 @@ def inputs(tmp_path_factory, deterministic_pdfs):
 
 
 @pytest.fixture(scope="module")
-def refs(tmp_path_factory, inputs):
-    """sha256 of each output of the old and the new report, made once."""
-    return _references(tmp_path_factory.mktemp("refs"), inputs)
+def rendered(tmp_path_factory, inputs) -> Path:
+    """The old and the new report, rendered once (in `old` and `new`)."""
+    root = tmp_path_factory.mktemp("refs")
+    for name, files, spec in (("old", inputs[0], OLD), ("new", inputs[1], NEW)):
+        assert _cli(_report_argv(files, root / name, spec["args"])).exit_code == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def refs(rendered):
+    """sha256 of each output of the old and the new report."""
+    return _references(rendered)
+
+
+def _old_report(rendered: Path, out: Path) -> Path:
+    """A copy of the old report, as a report run into `out` leaves it."""
+    shutil.copytree(rendered / "old", out)
+    return out
 
 
 def _digests(out: Path) -> dict[str, str]:
@@ -220,11 +228,8 @@ def _which(out: Path, references: dict[str, dict[str, str]]) -> str:
     return names.pop() if len(names) == 1 else "mixed"
 
 
-def _references(root: Path, inputs) -> dict[str, dict[str, str]]:
-    refs = {}
-    for name, files, spec in (("old", inputs[0], OLD), ("new", inputs[1], NEW)):
-        assert _cli(_report_argv(files, root / name, spec["args"])).exit_code == 0
-        refs[name] = _digests(root / name)
+def _references(root: Path) -> dict[str, dict[str, str]]:
+    refs = {name: _digests(root / name) for name in ("old", "new")}
     differing = {f for f in refs["old"] if refs["old"][f] != refs["new"][f]}
     # only the figure that shows no data, and its caption, are the same in both
     same = set(refs["old"]) - differing
@@ -241,10 +246,9 @@ def _clean(out: Path) -> bool:
 
 
 def test_a_report_killed_after_its_commit_point_is_finished_first_by_the_next_run(
-    tmp_path, inputs, refs, monkeypatch
+    tmp_path, inputs, rendered, refs, monkeypatch
 ):
-    out = tmp_path / "out"
-    assert _cli(_report_argv(inputs[0], out, OLD["args"])).exit_code == 0
+    out = _old_report(rendered, tmp_path / "out")
     renames = _kill_at(monkeypatch, 10**9)
     assert _cli(_report_argv(inputs[1], tmp_path / "count", NEW["args"])).exit_code == 0
     total = renames[0]
@@ -260,9 +264,8 @@ def test_a_report_killed_after_its_commit_point_is_finished_first_by_the_next_ru
     assert _which(out, refs) == "new" and _clean(out)
 
 
-def test_a_target_that_is_a_directory_leaves_the_old_report_whole(tmp_path, inputs, refs):
-    out = tmp_path / "out"
-    assert _cli(_report_argv(inputs[0], out, OLD["args"])).exit_code == 0
+def test_a_target_that_is_a_directory_leaves_the_old_report_whole(tmp_path, inputs, rendered, refs):
+    out = _old_report(rendered, tmp_path / "out")
     blocker = out / "plots" / "digits-uniform.csv"  # the last plot file published
     saved = blocker.read_bytes()
     blocker.unlink()
@@ -299,7 +302,7 @@ def test_a_journal_moving_what_no_report_moves_is_refused(tmp_path):
         json.dumps({"format": "l1cert-journal/1", "pairs": [[str(victim), "tables/x.csv"]]})
     )
     result = _cli(["report", "x.tsv", "--out-dir", str(out)])
-    assert result.exit_code == 2 and "which no report does" in result.stderr
+    assert result.exit_code == 2 and "which its writer never does" in result.stderr
     assert victim.read_text() == "mine\n" and not (out / "tables").exists()
 
 
@@ -331,50 +334,74 @@ def _run(argv, strace=()):
 
 
 RENAMES = "rename,renameat,renameat2"  # os.replace is rename(2) here; the others for safety
+STRACE = ["strace", "-qq", "-e", f"trace={RENAMES}"]
+
+
+def _counting_strace() -> list[str]:
+    """strace counting the renames, with --seccomp-bpf where this strace and kernel have it:
+    the report then stops at its renames only, not at each of its 200 000 system calls (most
+    of them matplotlib reading its font for every PDF), which made a traced report 2.5 times
+    slower. It needs -f, which then costs nothing (none but the main thread renames). Not for
+    the kills: strace 6.1 ignores an injected signal under --seccomp-bpf."""
+    fast = [*STRACE, "-f", "--seccomp-bpf"]
+    probe = subprocess.run([*fast, "-o", os.devnull, "true"], capture_output=True, text=True)
+    return fast if probe.returncode == 0 and not probe.stderr else STRACE
 
 
 def _kills(renames: int, journal_at: int) -> list[int]:
-    """Which renames to kill at: all of them with L1CERT_TEST_EVERY_RENAME=1 (about 3 minutes
+    """Which renames to kill at: all of them with L1CERT_TEST_EVERY_RENAME=1 (about 15 minutes
     on 2 cores); else the first, the journal's and the ones around it, then every third and
-    the last (about a minute). The renames before the journal's are the staged figures'."""
+    the last (about 3 minutes). The renames before the journal's are the staged figures'."""
     if os.environ.get("L1CERT_TEST_EVERY_RENAME") == "1":
         return list(range(1, renames + 1))
     sample = {1, journal_at - 1, *range(journal_at, journal_at + 4), renames}
     return sorted(sample | set(range(journal_at + 3, renames + 1, 3)))
 
 
+def _start_killed(argv, k: int, log: Path) -> subprocess.Popen:
+    """A real `l1cert argv` that strace SIGKILLs at its k-th rename, started (stderr: `log`)."""
+    kill = [*STRACE, "-o", os.devnull, "-e", f"inject={RENAMES}:signal=KILL:when={k}"]
+    with open(log, "w") as err:
+        return subprocess.Popen([*kill, sys.executable, "-m", "l1cert.cli", *argv], env=ENV,
+                                stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
-def test_a_report_killed_at_every_rename_is_old_or_new(tmp_path, inputs, refs):
+def test_a_report_killed_at_every_rename_is_old_or_new(tmp_path, inputs, rendered, refs):
     """strace SIGKILLs a real `l1cert report` at its K-th rename, over an old report. Rolled
     forward (by `recover`, on a copy of the folder), the folder holds the old report if the
     kill came before the journal was in place and the new one after; the next report with the
     new inputs, in the killed folder itself, leaves the whole new report. The report renames
-    in its main thread only, so strace follows no other thread (-f makes it 3x slower)."""
-    old_files, new_files = inputs
-    old = tmp_path / "old"
-    assert _cli(_report_argv(old_files, old, OLD["args"])).exit_code == 0
+    in its main thread only, so strace counts the renames of that thread. The next K's killed
+    report runs while this one's folder is checked (each in a folder of its own)."""
+    new_files = inputs[1]
     trace = tmp_path / "trace"
-    counted = _run(
-        _report_argv(new_files, tmp_path / "count", NEW["args"]),
-        ["strace", "-qq", "-o", str(trace), "-e", f"trace={RENAMES}"],
-    )
+    counted = _run(_report_argv(new_files, tmp_path / "count", NEW["args"]),
+                   [*_counting_strace(), "-o", str(trace)])  # fmt: skip
     if counted.returncode != 0 and "ptrace" in counted.stderr.lower():
         pytest.skip(f"strace cannot trace here: {counted.stderr.strip().splitlines()[0]}")
     assert counted.returncode == 0, counted.stderr
     renames = [line for line in trace.read_text().splitlines() if "rename" in line]
     journal_at = next(i for i, line in enumerate(renames, 1) if JOURNAL in line)
-    outputs = len(expected_outputs(old, ["digits"]))
+    outputs = len(expected_outputs(tmp_path, ["digits"]))
     assert len(renames) == journal_at + outputs  # staged figures, the journal, each output
-    seen = set()
-    for k in _kills(len(renames), journal_at):
-        out, copy = tmp_path / f"k{k}", tmp_path / f"k{k}-copy"
-        shutil.copytree(old, out)
-        kill = ["-e", f"trace={RENAMES}", "-e", f"inject={RENAMES}:signal=KILL:when={k}"]
-        killed = _run(_report_argv(new_files, out, NEW["args"]), ["strace", "-qq", *kill])
-        assert killed.returncode in (-9, 128 + 9), f"K={k}: not killed: {killed.stderr}"
+
+    def start(k: int):
+        out = _old_report(rendered, tmp_path / f"k{k}")
+        log = tmp_path / f"k{k}.log"
+        return k, out, log, _start_killed(_report_argv(new_files, out, NEW["args"]), k, log)
+
+    kills, seen = _kills(len(renames), journal_at), set()
+    pending = start(kills[0])
+    for following in [*kills[1:], None]:
+        k, out, log, killed = pending
+        code = killed.wait(timeout=300)
+        assert code in (-9, 128 + 9), f"K={k}: not killed: {log.read_text()}"
+        pending = start(following) if following is not None else None
         assert (out / JOURNAL).exists() == (k > journal_at), f"K={k}"
         seen.add(_which(out, refs))
+        copy = tmp_path / f"k{k}-copy"
         shutil.copytree(out, copy, symlinks=True)
         recover(copy)
         assert _which(copy, refs) == ("old" if k <= journal_at else "new"), f"K={k}"

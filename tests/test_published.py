@@ -1,4 +1,5 @@
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -86,6 +87,29 @@ def test_scores_must_be_a_finite_matrix(tmp_path, scores, message):
     _write(tmp_path, labels=BASE["labels"], radius_l1=BASE["radius_l1"], preds=scores)
     with pytest.raises(L1CertError, match=f"preds.npy.*{message}"):
         read_published(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "change, file, message",
+    [
+        ({"labels": np.array([0, 10, 2])}, "labels.npy", "a class of 10 or more (10)"),
+        ({"labels": np.array([0.0, 12.0, 2.0])}, "labels.npy", "a class of 10 or more (12.0)"),
+        ({"predicted_labels": np.array([0, 1, 10])}, "predicted_labels.npy", "a class of 10 or"),
+        ({"predicted_labels": None, "preds": np.eye(3)}, "preds.npy", "expected scores"),
+    ],
+)
+def test_classes_lie_below_the_class_count_where_it_is_known(tmp_path, change, file, message):
+    arrays = {**BASE, **change}
+    _write(tmp_path, **{k: v for k, v in arrays.items() if v is not None})
+    with pytest.raises(L1CertError, match=re.escape(message)) as err:
+        read_published(tmp_path, num_classes=10)
+    assert file in str(err.value) and "\n" not in str(err.value)
+    read_published(tmp_path)  # the classes themselves are fine where no count is known
+
+
+def test_the_class_count_is_met_exactly(tmp_path):
+    _write(tmp_path, labels=np.array([0, 9]), preds=np.eye(10)[[0, 9]], radius_l1=np.ones(2))
+    assert read_published(tmp_path, num_classes=10).predict.tolist() == [0, 9]
 
 
 def test_pickles_and_non_npy_files_are_refused(tmp_path):

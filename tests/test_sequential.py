@@ -75,7 +75,7 @@ def test_lower_bound_at_stopping_covers(p):
     looks, counts, stop, b = simulate([p, 1 - p])
     assert np.mean(b.pa_lower > p) <= ALPHA + slack(ALPHA, REPS)
     # simultaneously over all looks, not only at the stopping one
-    b_all = sequential.bounds(counts[..., 0], counts[..., 1], np.arange(len(looks))[:, None],
+    b_all = sequential.ends(counts[..., 0], counts[..., 1], np.arange(len(looks))[:, None],
                               looks, ALPHA, 2)  # fmt: skip
     misses = np.mean((b_all.pa_lower > p).any(axis=0))
     assert misses <= ALPHA + slack(ALPHA, REPS)
@@ -93,9 +93,9 @@ def test_runner_up_bound_at_stopping_covers(probs):
 
 
 def test_two_classes_do_not_halve_alpha():
-    b = sequential.bounds(np.array([900]), np.array([100]), 0, [1000], 0.001, 2)
+    b = sequential.ends(np.array([900]), np.array([100]), 0, [1000], 0.001, 2)
     assert b.pa_joint == b.pa_lower and b.pb_upper == 1 - b.pa_lower
-    b3 = sequential.bounds(np.array([900]), np.array([100]), 0, [1000], 0.001, 3)
+    b3 = sequential.ends(np.array([900]), np.array([100]), 0, [1000], 0.001, 3)
     assert b3.pa_joint < b3.pa_lower
 
 
@@ -103,7 +103,7 @@ def test_theorem_1_certifies_below_one_half_and_decides_there():
     looks = sequential.looks(100_000)
     last = len(looks) - 1
     b, stop = sequential.step(45_000, 30_000, last, looks, 0.001, 3, "laplace", SCALE, GRID)
-    r = sequential.radii(b, "laplace", SCALE)
+    r = sequential.bound_radii(b, "laplace", SCALE)
     assert b.pa_lower <= 0.5 and stop
     assert r["teng_multiclass"] > 0 and r["teng"] == 0
     # the stopping rule settles teng_multiclass's bucket (certified at r = 0 only) early
@@ -119,7 +119,7 @@ def test_optimistic_ends_predict_the_cap_from_the_votes_seen():
 
     def at(look, **levels):
         count_a, count_b = shares * looks[look]
-        return sequential.bounds(count_a, count_b, look, looks, 0.001, 10, **levels)
+        return sequential.ends(count_a, count_b, look, looks, 0.001, 10, **levels)
 
     # at the cap nothing is left to draw: the optimistic ends are the cap's own bounds
     cap = at(last)
@@ -150,8 +150,8 @@ def test_cap_keeps_the_top_bucket_at_sigma_012():
     sequential bound at the cap must keep it (an even α split loses it)."""
     scale, looks = 0.12 / np.sqrt(2), sequential.looks(100_000)
     b, _ = sequential.step(100_000, 0, len(looks) - 1, looks, 0.001, 10, "laplace", scale, GRID)
-    assert sequential.radii(b, "laplace", scale)["teng"] >= 0.75
-    even = sequential.bounds(100_000, 0, len(looks) - 1, looks, 0.001, 10, 1 / len(looks))
+    assert sequential.bound_radii(b, "laplace", scale)["teng"] >= 0.75
+    even = sequential.ends(100_000, 0, len(looks) - 1, looks, 0.001, 10, 1 / len(looks))
     assert certificates.teng(even.pa_lower, scale) < 0.75
 
 

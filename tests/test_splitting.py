@@ -6,9 +6,10 @@ import pytest
 import torch
 from scipy import stats
 
+from l1cert.noise import DSSN
+from l1cert.smoothing import Smooth
 from l1cert.splitting import (
     check_on_grid,
-    count_votes,
     dssn_certify,
     dssn_offsets,
     half_width,
@@ -192,10 +193,17 @@ def test_check_on_grid_accepts_grid_values_and_refuses_others():
 # ---- vote counting --------------------------------------------------------------------------
 
 
-def _linear_classifier(inputs: int, classes: int, seed: int):
+def _linear_model(inputs: int, classes: int, seed: int):
     torch.manual_seed(seed)
-    model = torch.nn.Linear(inputs, classes)
-    return lambda batch: model(batch.flatten(1)).argmax(1)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(inputs, classes))
+
+
+def _dssn_smooth(template, L: int, grid: int, classes: int, model=None) -> Smooth:
+    """A Smooth under the DSSN noise of `template` whose λ gives L copies on this grid (σ
+    chosen so that half_width rounds it to L/(2q))."""
+    noise = DSSN(L / (2 * math.sqrt(3) * grid), grid, template)
+    assert noise.copies == L and noise.scale == L / (2 * grid)
+    return Smooth(model or torch.nn.Identity(), classes, noise)
 
 
 def _naive_counts(classify, xs, template, lam, grid, num_classes):
@@ -213,23 +221,44 @@ def test_packed_vote_counts_equal_one_offset_at_a_time():
     lam = half_width(0.25, grid)
     L = num_offsets(lam, grid)
     template = make_template((1, 4, 4), lam, grid, seed=2)
-    classify = _linear_classifier(16, classes, seed=0)
+    model = _linear_model(16, classes, seed=0)
+
+    def classify(batch):
+        with torch.inference_mode():
+            return model(batch).argmax(1)
+
     xs = torch.randint(0, grid + 1, (6, 1, 4, 4), generator=torch.Generator().manual_seed(5)) / grid
     naive = _naive_counts(classify, xs, template, lam, grid, classes)
     assert torch.all(naive.sum(1) == L) and (naive > 0).sum() > len(xs)  # votes do split
+    expected = dssn_certify(naive, grid)
+    smooth = _dssn_smooth(template, L, grid, classes, model)
     for batch_size in [1, 7, L, 3 * L + 1]:
-        counts = count_votes(classify, xs, template, lam, grid, classes, batch_size)
+        with torch.inference_mode():
+            counts = smooth._count_exact(smooth._classifier(batch_size), xs, batch_size)
         assert counts.dtype == torch.long and torch.equal(counts, naive)
+        # and what certify_exact makes of them, for points in shuffled order
+        order = [4, 0, 5, 2, 1, 3]
+        certified = dict(smooth.certify_exact([(10 + i, xs[i]) for i in order], batch_size))
+        assert list(certified) == [10 + i for i in order]
+        for i in range(len(xs)):
+            cert = certified[10 + i]
+            assert (cert.prediction, cert.count, cert.count_b, cert.runner_up, cert.n) == (
+                expected.predict[i], expected.count[i], expected.count_b[i],
+                expected.runner_up[i], L,
+            )  # fmt: skip
+            assert cert.radius == expected.radius[i] and cert.exact
 
 
-def test_count_votes_refuses_off_grid_points_and_unknown_labels():
+def test_exact_counting_refuses_off_grid_points_and_unknown_labels():
     lam = half_width(0.25, 16)
+    L = num_offsets(lam, 16)
     template = make_template((4,), lam, 16, seed=0)
     xs = torch.tensor([[0.0, 0.25, 0.5, 1.0], [0.0, 0.3, 0.5, 1.0]])
-    with pytest.raises(L1CertError, match="point 1 of 2"):
-        count_votes(lambda b: b[:, 0].long(), xs, template, lam, 16, 3, 8)
+    smooth = _dssn_smooth(template, L, 16, 3, torch.nn.Linear(4, 3))
+    with pytest.raises(L1CertError, match="^test point idx 8 is not on the grid"):
+        list(smooth.certify_exact([(7, xs[0]), (8, xs[1])], 8))
     with pytest.raises(L1CertError, match="labels outside"):
-        count_votes(lambda b: torch.full((len(b),), 3), xs[:1], template, lam, 16, 3, 8)
+        smooth._count_exact(lambda b: torch.full((len(b),), 3), xs[:1], 8)
 
 
 # ---- the certificate ------------------------------------------------------------------------
@@ -296,7 +325,8 @@ def test_radius_is_sound_and_tight_by_brute_force_over_every_grid_point(L):
     }
     for (name, classify), seed in itertools.product(classifiers.items(), [0, 1]):
         template = make_template((dims,), lam, grid, seed)
-        counts = count_votes(classify, points, template, lam, grid, 3, batch_size=256)
+        counts = _dssn_smooth(template, L, grid, 3)._count_exact(classify, points, 256)
+        assert torch.all(counts.sum(1) == L)
         predict = counts.argmax(1)
         m = torch.tensor(dssn_certify(counts, grid).radius * grid).round().long()
         changed = predict[None] != predict[:, None]

@@ -5,16 +5,19 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from l1cert.attacks import project_l1, smoothadv_pgd, smoothed_loss
 from l1cert.cli import main
+from l1cert.config import DataConfig, TrainConfig, Type2Config
 from l1cert.data import load_split
 from l1cert.models import load_model
 from l1cert.noise import make_noise
-from l1cert.train import CHECKPOINT, OUTPUTS, TrainConfig, Type2Config, evaluate, train
+from l1cert.train import CHECKPOINT, OUTPUTS, evaluate, train
 from l1cert.utils import L1CertError
 
 
@@ -26,8 +29,11 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+DIGITS = DataConfig(dataset="digits")
+
+
 def _config(**changes):
-    base = dict(dataset="digits", arch="digits_mlp", noise="laplace", sigma=0.25, epochs=10)
+    base = dict(arch="digits_mlp", noise="laplace", sigma=0.25, epochs=10)
     return TrainConfig(**{**base, "lr_step": 5, **changes})
 
 
@@ -36,7 +42,7 @@ def type1_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("type1")
     with torch.random.fork_rng():
         torch.set_num_threads(1)
-        metrics = train(_config(), out, device="cpu")
+        metrics = train(_config(), out, DIGITS, device="cpu")
     return out, metrics
 
 
@@ -56,7 +62,9 @@ def test_type1_digits_is_accurate_under_laplace_noise(type1_run):
         0.25,
         "type1",
     )
-    assert meta["scale"] == pytest.approx(0.25 / 2**0.5) and meta["type2"] is None
+    assert (
+        meta["scale"] == pytest.approx(0.25 / 2**0.5) and "type2" not in meta
+    )  # type1: no type2 section
     again = evaluate(model, load_split("digits", "test"), make_noise("laplace", 0.25), seed=0)
     assert again == {k: v for k, v in metrics.items() if k != "train_seconds"}
 
@@ -64,16 +72,33 @@ def test_type1_digits_is_accurate_under_laplace_noise(type1_run):
 def test_same_seed_same_weights_and_finished_runs_are_not_redone(tmp_path, type1_run):
     out, metrics = type1_run
     log = (out / "train-log.csv").read_text()
-    assert train(_config(), out, device="cpu") == metrics  # resumes at the end: nothing to do
+    assert train(_config(), out, DIGITS, device="cpu") == metrics  # at the end: nothing to do
     assert (out / "train-log.csv").read_text() == log
-    other = train(_config(seed=1, epochs=2), tmp_path / "s1", device="cpu")
+    other = train(_config(seed=1, epochs=2), tmp_path / "s1", DIGITS, device="cpu")
     assert other != metrics
 
 
 def test_resume_refuses_other_settings(type1_run):
-    out, _ = type1_run
+    out, metrics = type1_run
     with pytest.raises(L1CertError, match="other settings \\(sigma\\)"):
-        train(_config(sigma=0.5), out, device="cpu")
+        train(_config(sigma=0.5), out, DIGITS, device="cpu")
+    # threads decide the weights (a CPU BLAS splits sums across them); workers do not
+    with pytest.raises(L1CertError, match="other settings \\(threads\\)"):
+        train(_config(threads=1), out, DIGITS, device="cpu")
+    assert train(_config(workers=1), out, DIGITS, device="cpu") == metrics
+    with pytest.raises(L1CertError, match="--dataset is required"):
+        train(_config(), out, DataConfig(), device="cpu")
+
+
+def test_the_settings_a_checkpoint_records():
+    settings = _config(workers=1).settings(DIGITS)
+    assert settings["dataset"] == "digits" and settings["threads"] is None
+    assert "workers" not in settings and "root" not in settings
+    assert "image_size" not in settings  # digits' size is fixed
+    assert "type2" not in settings  # type1 training has no type2 section
+    folder = DataConfig(dataset="imagefolder", image_size=16)
+    assert _config().settings(folder)["image_size"] == 16
+    assert _config(training="type2").settings(DIGITS)["type2"] == Type2Config().deciding()
 
 
 # --- type 2: SmoothAdv ---------------------------------------------------------------------
@@ -131,7 +156,7 @@ def test_l1_projection_matches_its_definition():
 @pytest.mark.parametrize("norm, epsilon", [("linf", 0.05), ("l1", 1.0)])
 def test_type2_trains_a_usable_model(tmp_path, norm, epsilon):
     type2 = Type2Config(norm=norm, epsilon=epsilon, steps=2, samples=2, warmup_epochs=3)
-    metrics = train(_config(training="type2", type2=type2), tmp_path, device="cpu")
+    metrics = train(_config(training="type2", type2=type2), tmp_path, DIGITS, device="cpu")
     assert metrics["noise_accuracy"] >= 0.85
     rows = list(csv.DictReader((tmp_path / "train-log.csv").open()))
     assert [float(r["epsilon"]) for r in rows[:4]] == pytest.approx(
@@ -240,13 +265,13 @@ def test_a_log_left_an_epoch_short_is_rewritten_from_the_checkpoint(tmp_path, mo
 
     monkeypatch.setattr(training, "atomic_write_text", kill_at_the_last_log)
     with pytest.raises(_Killed):
-        train(config, tmp_path, device="cpu")
+        train(config, tmp_path, DIGITS, device="cpu")
     monkeypatch.undo()
     assert len((tmp_path / "train-log.csv").read_text().splitlines()) == 1 + 1
     state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
     assert state["epoch"] == 2 and not (tmp_path / "model.pt").exists()
 
-    train(config, tmp_path, device="cpu")
+    train(config, tmp_path, DIGITS, device="cpu")
     assert (tmp_path / "train-log.csv").read_text() == training._csv(state["log"])
     _, meta = load_model(tmp_path / "model.pt")
     assert meta["log"] == state["log"]  # kept in the model once the checkpoint is gone
@@ -255,11 +280,11 @@ def test_a_log_left_an_epoch_short_is_rewritten_from_the_checkpoint(tmp_path, mo
 def test_a_finished_run_restores_a_short_log_from_its_model(tmp_path):
     """The same when the log is short beside a finished model.pt (checkpoint removed)."""
     config = _config(epochs=2)
-    train(config, tmp_path, device="cpu")
+    train(config, tmp_path, DIGITS, device="cpu")
     log = tmp_path / "train-log.csv"
     original = log.read_text()
     log.write_text("".join(original.splitlines(keepends=True)[:-1]))  # one epoch short
-    train(config, tmp_path, device="cpu")
+    train(config, tmp_path, DIGITS, device="cpu")
     assert log.read_text() == original and len(original.splitlines()) == 1 + 2
 
     # A model saved before models kept their log: the log is left as it is.
@@ -267,5 +292,141 @@ def test_a_finished_run_restores_a_short_log_from_its_model(tmp_path):
     del ckpt["meta"]["log"]
     torch.save(ckpt, tmp_path / "model.pt")
     log.write_text("short\n")
-    train(config, tmp_path, device="cpu")
+    train(config, tmp_path, DIGITS, device="cpu")
     assert log.read_text() == "short\n"
+
+
+# --- run-only: the data loader's workers --------------------------------------------------------
+
+
+def _tiny_imagefolder(root):
+    """Two classes of random 10x12 PNGs: 6 training images each, 2 test images each."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("test", 2)):
+        for label in ("cat", "dog"):
+            folder = root / "imagefolder" / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
+def test_data_loader_workers_change_no_weight(tmp_path):
+    """Augmentation (crops, flips) is seeded per example (`train.SeededExamples`), so
+    training with 2 worker processes gives the weights of training in this process."""
+    _tiny_imagefolder(tmp_path / "data")
+    data = DataConfig(dataset="imagefolder", root=str(tmp_path / "data"), image_size=8)
+    config = dict(arch="digits_mlp", noise="laplace", sigma=0.25, epochs=1, batch_size=4,
+                  threads=1)  # fmt: skip
+    found = []
+    for workers in (0, 2):
+        out = tmp_path / f"workers-{workers}"
+        metrics = train(TrainConfig(**config, workers=workers), out, data, device="cpu")
+        model, meta = load_model(out / "model.pt")
+        assert meta["input_shape"] == [3, 8, 8] and metrics["test_images"] == 4
+        assert "workers" not in meta and meta["image_size"] == 8
+        log = list(csv.DictReader((out / "train-log.csv").open()))
+        log = [{k: v for k, v in row.items() if k != "seconds"} for row in log]
+        del metrics["train_seconds"]
+        found.append((model.state_dict(), metrics, log))
+    (first, *rest), (second, *rest_again) = found
+    for (name, a), b in zip(first.items(), second.values(), strict=True):
+        assert torch.equal(a, b), name
+    assert rest == rest_again  # the same metrics and losses
+
+
+# --- the training objectives ---------------------------------------------------------------------
+
+
+class _Fixed(torch.nn.Module):
+    """Logits that are a fixed linear map of the input (a model whose outputs a test can
+    recompute by hand)."""
+
+    def __init__(self, features: int, classes: int = 3):
+        super().__init__()
+        self.linear = torch.nn.Linear(features, classes)
+        torch.nn.init.normal_(self.linear.weight, generator=torch.Generator().manual_seed(0))
+
+    def forward(self, x):
+        return self.linear(x.flatten(1))
+
+
+def _objective_loss(training: str, noise_name: str = "laplace", **section):
+    from l1cert.train import OBJECTIVES
+
+    config = _config(training=training, **section)
+    x = torch.rand(5, 4, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 1, 0])
+    noise, model = make_noise(noise_name, 0.5), _Fixed(4)
+    loss, logits, labels = OBJECTIVES[training].loss(
+        model, x, y, noise, torch.Generator().manual_seed(2), config, 0
+    )
+    return loss, logits, labels, model
+
+
+def test_the_consistency_loss_is_jeong_and_shin_s():
+    """Mean cross-entropy over m copies + λ·mean KL(p̄ ‖ p_i) + η·entropy(p̄), recomputed
+    from the logits in numpy."""
+    from l1cert.config import ConsistencyConfig
+
+    section = ConsistencyConfig(copies=3, weight=7.0, entropy=0.3)
+    loss, logits, labels, _ = _objective_loss("consistency", consistency=section)
+    z = logits.detach().double().numpy().reshape(3, 5, 3)
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    xent = -np.log(p[:, np.arange(5), labels.numpy()[:5]]).mean()
+    mean = p.mean(0)
+    kl = (mean * (np.log(mean) - np.log(p))).sum(-1).mean()
+    entropy = -(mean * np.log(mean)).sum(-1).mean()
+    assert labels.tolist() == [0, 1, 2, 1, 0] * 3
+    assert loss.item() == pytest.approx(xent + 7.0 * kl + 0.3 * entropy, rel=1e-5)
+
+
+def test_the_stability_loss_is_two_cross_entropies_and_their_kl():
+    from l1cert.config import StabilityConfig
+
+    loss, logits, labels, _ = _objective_loss("stability", stability=StabilityConfig(weight=4.0))
+    z = logits.detach().double().numpy().reshape(2, 5, 3)
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    xent = -np.log(p[:, np.arange(5), labels.numpy()[:5]]).mean()
+    kl = (p[0] * (np.log(p[0]) - np.log(p[1]))).sum(-1).mean()
+    assert loss.item() == pytest.approx(xent + 4.0 * kl, rel=1e-5)
+
+
+@pytest.mark.parametrize("training", ["type1", "type2", "consistency", "stability"])
+@pytest.mark.parametrize("noise", ["gaussian", "laplace", "uniform", "split"])
+def test_every_noise_trains_with_every_objective(noise, training):
+    """One step of each objective under each sampled noise: a finite loss whose gradient
+    reaches every parameter."""
+    loss, _, _, model = _objective_loss(training, noise)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_an_objective_s_own_settings_decide_only_its_models():
+    from l1cert.config import ConsistencyConfig
+
+    consistency = _config(training="consistency", consistency=ConsistencyConfig(weight=20.0))
+    settings = consistency.settings(DIGITS)
+    assert settings["consistency"] == {"copies": 2, "weight": 20.0, "entropy": 0.5}
+    assert "stability" not in settings and "type2" not in settings
+    type1 = _config(consistency=ConsistencyConfig(weight=20.0)).settings(DIGITS)
+    assert "consistency" not in type1  # a type1 model is not retrained for it
+
+
+@pytest.mark.parametrize("training", ["consistency", "stability"])
+@pytest.mark.parametrize("noise", ["dssn", "laplace"])
+def test_consistency_and_stability_train_digits_models(tmp_path, noise, training, type1_run):
+    """A real (short) training run of each new objective, for DSSN (its copies are splits of
+    the model's template) and Laplace: a usable model, unlike type1's."""
+    config = _config(training=training, noise=noise, epochs=3, lr_step=2)
+    metrics = train(config, tmp_path / "run", DIGITS, device="cpu")
+    assert metrics["noise_accuracy"] > 0.5
+    model, meta = load_model(tmp_path / "run" / "model.pt")
+    assert meta["training"] == training and training in meta
+    if noise == "laplace":
+        reference, _ = load_model(type1_run[0] / "model.pt")
+        assert not any(torch.equal(a, b) for a, b in
+                       zip(model.parameters(), reference.parameters(), strict=True))  # fmt: skip

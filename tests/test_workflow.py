@@ -22,10 +22,10 @@ from conftest import read_table, without_time
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from l1cert import pipeline
+from l1cert import pipeline, schema
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = pipeline.params_schema_file(ROOT / "workflow" / "schemas" / "params.schema.yaml")
+SCHEMA = schema.params_schema_file(ROOT / "workflow" / "schemas" / "params.schema.yaml")
 # What a clone of the project holds that the pipeline needs (src/ for DVC's code deps).
 PROJECT_FILES = [
     "Snakefile",
@@ -91,8 +91,9 @@ def make_project(path: Path, config: dict | None = None) -> Path:
         else:
             (path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, path / name)
-    if config is not None:
+    if config is not None:  # and its dvc.yaml, as `l1cert dvc-yaml` writes it
         (path / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        (path / "dvc.yaml").write_text(pipeline.dvc_yaml(config))
     run(["git", "init", "-q", "-b", "main"], path)
     run(["git", "add", "-A"], path)
     run(["git", "commit", "-qm", "project"], path)
@@ -153,7 +154,6 @@ def _set(config, dotted, value):
         ("certify.shards", [], "['certify']['shards']"),
         ("certify.shards", [0, 1], "['certify']['shards'][0]"),
         ("certify.alpha", 1.5, "['certify']['alpha']"),
-        ("report.radii", "0,a", "['report']['radii']"),
         ("models", [{**IMPORTED, "format": "timm"}], "['models'][0]['format']"),
         ("models", [{**IMPORTED, "sigma": 0}], "['models'][0]['sigma']"),
         ("models", [{**IMPORTED, "name": "../up"}], "['models'][0]['name']"),
@@ -167,6 +167,10 @@ def _set(config, dotted, value):
         ("train.seed", 2**64, "['train']['seed']"),
         ("train.type2.epsilon", 1e308, "['train']['type2']['epsilon']"),
         ("grid.sigmas", [1e308], "['grid']['sigmas'][0]"),
+        ("train.type2.samples", 10**9, "['train']['type2']['samples']"),
+        ("resources.train.threads", 10**8, "['resources']['train']['threads']"),
+        ("certify.max", 0, "['certify']['max']"),
+        ("models", [{**IMPORTED, "noise": "dssn"}], "['models'][0]['noise']"),
     ],
 )
 def test_schema_errors_name_the_key(key, value, expected):
@@ -203,15 +207,18 @@ def test_snakemake_config_overrides_reach_the_schema_as_numbers(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "radii, message",
+    "changes, message",
     [
-        ("0,1,1", "report.radii must be increasing"),
-        ("0,1" + "0" * 400, "report.radii must be increasing finite numbers"),
+        ('report:\n  radii: "0,1,1"\n', "report.radii: --radii must be increasing"),
+        ('report:\n  radii: "0,1' + "0" * 400 + '"\n', "report.radii: --radii must be increasing"),
+        ('report:\n  radii: "0,a"\n', "report.radii: --radii must be comma-separated numbers"),
+        ("train:\n  workers: 64\n", "train.workers: --workers 64 exceeds this machine's"),
+        ("grid:\n  sigmas: [0.03]\n", "grid.sigmas: dssn noise: sigma=0.03 on the grid q=16"),
     ],
 )
-def test_report_radii_every_job_would_refuse_stop_the_dry_run(tmp_path, radii, message):
+def test_what_every_job_would_refuse_stops_the_dry_run(tmp_path, changes, message):
     project = make_project(tmp_path / "project")
-    (project / "bad.yaml").write_text(f'report:\n  radii: "{radii}"\n')
+    (project / "bad.yaml").write_text(changes)
     result = run(["snakemake", "-n", "--configfile", "bad.yaml"], project, check=False)
     assert result.returncode != 0 and message in result.stdout + result.stderr
 
@@ -250,7 +257,9 @@ def _models(config):
 def test_dry_run_lists_the_full_grid(tmp_path, configfile):
     project = make_project(tmp_path / "project")
     config = yaml.safe_load((ROOT / (configfile or "params.yaml")).read_text())
-    outputs = snakemake_outputs(project, *(["--configfile", configfile] if configfile else []))
+    # the paper grids are for a cluster: planned as the slurm profile plans them
+    cluster = ["--configfile", configfile, "--profile", "workflow/profiles/slurm"]
+    outputs = snakemake_outputs(project, *(cluster if configfile else []))
     dataset, shards = config["dataset"], len(config["certify"]["shards"])
     models = _models(config)
     assert (
@@ -357,7 +366,7 @@ def test_local_run_makes_real_results(local_run):
     assert {r["n"] for r in rows} <= {"100", "200"}  # sequential: the looks up to the cap
     assert all(float(r["radius"]) >= 0 for r in rows)
     assert sum(int(r["correct"]) for r in rows) > len(rows) / 2  # a trained model, not chance
-    merged = json.loads((project / MERGED.replace(".tsv", ".json")).read_text())
+    merged = json.loads((project / MERGED.replace(".tsv", ".json")).read_text())["result"]
     assert merged["noise"] == "laplace" and merged["sigma"] == 0.5
     assert merged["sampling"] == "sequential" and merged["looks"] == [100, 200]
 
@@ -386,10 +395,17 @@ def test_report_views_for_snakemake_and_dvc(local_run, tmp_path):
         first_words = " ".join(caption.read_text().split()[:4])
         assert first_words in text, f"caption {caption.name} missing from the HTML report"
     assert "digits-certified-accuracy.png" in text and "certified-accuracy.csv" in text
-    # the landing page describes the experiment
-    for fact in ("digits", "laplace", "sequential", "n = 200", "alpha = 0.001", "code digest"):
+    # the landing page describes the results, from their files
+    for fact in ("digits", "laplace", "sampling: sequential", "n: 200", "alpha: 0.001",
+                 "code digest"):  # fmt: skip
         assert fact in text, fact
-    assert "not made by this experiment" not in text
+    assert "not made by this experiment" not in text and "the config says" not in text
+    edited = tmp_path / "edited.yaml"
+    edited.write_text("certify:\n  n: 300\n")
+    run(["snakemake", "--report", str(tmp_path / "edited.html"), "--configfile", str(edited)],
+        project)  # fmt: skip
+    text = (tmp_path / "edited.html").read_text()
+    assert "certify.n: the config says 300" in text and "certified with 200" in text
     (project / "results/certify/digits/stray-model.tsv").write_text("idx\n")
     stray = tmp_path / "stray.html"
     run(["snakemake", "--report", str(stray)], project)
@@ -462,15 +478,6 @@ def test_dvc_repro_gives_the_same_certificates(local_run, tmp_path):
     assert "up to date" in run(["dvc", "status"], clone).stdout
     assert "up to date" in run(["dvc", "repro"], clone).stdout  # nothing reruns
 
-    # A changed radius formula makes certify, merge and report stale, and training not.
-    code = clone / "src/l1cert/certificates.py"
-    code.write_text(code.read_text().replace("np.log(2.0 * (1.0 - p))", "np.log(2.0 * (1 - p))"))
-    stale = run(["dvc", "status"], clone).stdout
-    assert {"certify@", "merge@", "report:"} <= {
-        s for s in ("certify@", "merge@", "report:", "train@") if s in stale
-    }, stale
-    assert "train@" not in stale, stale
-
 
 @pytest.mark.slow
 def test_results_are_shared_through_a_dvc_remote(local_run, tmp_path):
@@ -537,16 +544,18 @@ def test_an_unreachable_download_ends_with_the_cause_in_the_log(tmp_path):
     assert "Traceback" not in log
 
 
-def test_dvc_stages_depend_on_all_the_code_they_run():
-    from l1cert.provenance import command_closure, module_file
+def test_dvc_stages_depend_on_the_code_that_decides_them():
+    from l1cert.provenance import module_file, stage_code
 
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    config = {**params(), "dataset": "cifar10", "models": [IMPORTED]}
+    stages |= yaml.safe_load(pipeline.dvc_yaml(config))["stages"]
     assert {"import_model", "certify_imported", "merge_imported"} <= stages.keys()
     for name, stage in stages.items():
         stage = stage.get("do", stage)  # a foreach stage's body
-        command = stage["cmd"].split()[1]  # "l1cert <command> ..."
+        command = stage["cmd"].split()[1]  # "l1cert <command> ...": the stage it runs
         code = {d for d in stage["deps"] if d.startswith("src/")}
-        needed = {str(module_file(m).relative_to(ROOT)) for m in command_closure(command)}
+        needed = {str(module_file(m).relative_to(ROOT)) for m in stage_code(command)}
         assert code == needed, f"stage {name}: missing {needed - code}, extra {code - needed}"
 
 
@@ -624,37 +633,7 @@ def test_an_imported_model_takes_the_place_of_training(tmp_path):
         assert torch.equal(again(x), model(x))
 
 
-# --- both engines agree on what an edit makes stale -----------------------------------------
-
-
-@pytest.mark.slow
-def test_both_engines_rerun_what_a_certificate_edit_invalidates(tmp_path):
-    """Run a tiny experiment with Snakemake (its code inputs: this project's src/, through
-    PYTHONPATH), record it in DVC, edit a certificate function: `dvc status` and `snakemake -n`
-    name the same certify, merge and report jobs, and no training job."""
-    import collections
-    import re
-
-    config = reduced_params()
-    config["train"].update(epochs=1)
-    config["certify"].update(skip=30)
-    project = make_project(tmp_path / "project", config)
-    env = {**ENV, "PYTHONPATH": str(project / "src")}
-    run(["snakemake", *PROFILE], project, env=env)
-    run(["dvc", "commit", "--force"], project, env=env)
-    assert "up to date" in run(["dvc", "status"], project, env=env).stdout
-    done = run(["snakemake", "-n"], project, env=env)
-    assert "Nothing to be done" in done.stdout + done.stderr
-
-    radii = project / "src/l1cert/certificates.py"
-    radii.write_text(radii.read_text().replace("2.0 * (1.0 - p)", "(1.0 - p) * 2.0"))
-    planned = run(["snakemake", "-n"], project, env=env).stdout
-    snakemake = collections.Counter(
-        m for m in re.findall(r"^(?:local)?rule (\w+):", planned, re.M) if m != "all"
-    )
-    status = json.loads(run(["dvc", "status", "--json"], project, env=env).stdout)
-    dvc = collections.Counter(name.split(":")[-1].split("@")[0] for name in status)
-    assert snakemake == dvc == {"certify": 2, "merge": 1, "report": 1}, (snakemake, dvc)
+# --- DVC experiments -------------------------------------------------------------------------
 
 
 @pytest.mark.slow
@@ -669,6 +648,7 @@ def test_dvc_experiments_compare_fixed_and_sequential_sampling(tmp_path):
         "train.epochs=1", "certify.skip=30", "certify.shards=[1]", "certify.n=200",
     ])  # fmt: skip
     assert "  - dssn" in (project / "params.yaml").read_text()
+    run(["l1cert", "dvc-yaml"], project)  # the grid's noises and trainings changed
     run(["dvc", "repro"], project)
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "baseline"], project)

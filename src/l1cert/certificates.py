@@ -1,4 +1,5 @@
-"""Certified l1 radii from probability bounds: the table of DESIGN.md §1 as pure numpy functions.
+"""Certified l1 radii from probability bounds: the table of docs/design.md ("The certificates")
+as pure numpy functions.
 
 Every function takes `pa` (a lower bound of P(f(x+ε) = c_A)) and the noise scale, is vectorised
 over `pa` (and `pb`), and returns 0 wherever its validity condition fails (abstain).
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from l1cert.box import box_radius
 from l1cert.noise import NOISES, noise_class
 from l1cert.utils import L1CertError
 
@@ -65,9 +67,10 @@ def uniform(pa, scale):
 
 
 def dssn(count_a, count_b, top, runner_up, grid: int):
-    """DSSN's exact radius (DESIGN.md §6) from the votes of the prediction A (class `top`) and
-    of the class B that limits it (`runner_up`): ⌊(N_A − N_B − t)/2⌋/q, t = 1 where a tie would
-    go to B (argmax takes the lower class). `l1cert.splitting.dssn_certify` finds B."""
+    """DSSN's exact radius (docs/design.md, "Splitting noise") from the votes of the prediction
+    A (class `top`) and of the class B that limits it (`runner_up`): ⌊(N_A − N_B − t)/2⌋/q,
+    t = 1 where a tie would go to B (argmax takes the lower class).
+    `l1cert.splitting.dssn_certify` finds B."""
     count_a, count_b = np.asarray(count_a), np.asarray(count_b)
     tie = (np.asarray(runner_up) < np.asarray(top)).astype(np.int64)
     return ((count_a - count_b - tie) // 2) / grid
@@ -90,13 +93,13 @@ class Bound:
     """One certificate: how it turns probability bounds into a radius, and how it is shown.
 
     `radius(pa, scale)` (or `radius(pa, pb, scale)` when `uses_pb`) returns 0 where the bound
-    abstains; `threshold(r, scale)` is its inverse, the smallest p̲A certifying radius r (DESIGN.md
-    §5), None where it depends on p̄B too. `label`, `color`, `style` draw its curves, `caption`
-    names it in the report's captions.
+    abstains; `threshold(r, scale)` is its inverse, the smallest p̲A certifying radius r
+    (docs/design.md, "Sequential certification"), None where it depends on p̄B too. `label`,
+    `color`, `style` draw its curves, `caption` names it in the report's captions.
     """
 
     name: str
-    radius: Callable | None  # None: exact, from vote counts (l1cert.splitting.dssn_certify)
+    radius: Callable
     threshold: Callable | None
     uses_pb: bool
     label: str
@@ -104,10 +107,12 @@ class Bound:
     style: str
     caption: str
     panel: bool = True  # its own panel in the per-dataset figures
-
-    @property
-    def exact(self) -> bool:
-        return self.radius is None
+    # An exact bound's radius comes from the vote counts of all of its noise's copies:
+    # radius(count_a, count_b, top, runner_up, result) with the sidecar's `result`, which
+    # re-derives the radius that the noise's `exact_certificate` gave.
+    exact: bool = False
+    # A box bound's radius depends on the point too: radius(pa, pb, scale, points).
+    needs_point: bool = False
 
     def valid(self, pa, pb=None) -> np.ndarray:
         """Where the bound's condition holds: p̲A > p̄B (uses_pb), else p̲A > 1/2."""
@@ -157,10 +162,24 @@ BOUNDS: dict[str, Bound] = {
             "the splitting-noise model with Levine and Feizi's SSN bound",
         ),
         Bound(
-            "dssn", None, None, False,
+            "uniform_box", lambda pa, pb, s, points: box_radius(pa, pb, points, s), None, True,
+            "Uniform, box (Voráček & Hein)", "tab:pink", "--",
+            "the uniform model with Voráček and Hein's box-constrained bound (against "
+            "perturbations that keep the input in [0, 1])", needs_point=True, panel=False,
+        ),
+        Bound(
+            "ssn_box", lambda pa, pb, s, points: box_radius(pa, pb, points, s), None, True,
+            "Splitting (SSN), box (Voráček & Hein)", "tab:olive", ":",
+            "the splitting-noise model with the box-constrained bound (against perturbations "
+            "that keep the input in [0, 1])", needs_point=True, panel=False,
+        ),
+        Bound(
+            "dssn", lambda a, b, top, runner_up, result: dssn(a, b, top, runner_up,
+                                                              result["grid"]),
+            None, False,
             "DSSN (exact), Levine & Feizi", "black", "-",
             "the DSSN model, certified exactly (no sampling, no abstention) against "
-            "perturbations that stay on the input grid",
+            "perturbations that stay on the input grid", exact=True,
         ),
     )
 }  # fmt: skip
@@ -179,8 +198,9 @@ def check_bound(bound: str, noise: str) -> Bound:
     return BOUNDS[bound]
 
 
-def radius(bound: str, noise: str, scale: float, pa, pb=None):
-    """The radius of `bound` for `noise` of the given scale; pb defaults to 1 − pa (binary)."""
+def radius(bound: str, noise: str, scale: float, pa, pb=None, points=None):
+    """The radius of `bound` for `noise` of the given scale; pb defaults to 1 − pa (binary);
+    `points` (points, d): the inputs, which a box bound needs."""
     entry = check_bound(bound, noise)
     if entry.exact:
         raise L1CertError(
@@ -191,6 +211,10 @@ def radius(bound: str, noise: str, scale: float, pa, pb=None):
         return entry.radius(pa, scale)
     if pb is None:
         pb = 1.0 - np.asarray(pa, dtype=float)
+    if entry.needs_point:
+        if points is None:
+            raise L1CertError(f"bound {bound!r} needs the point itself (its pixels' room)")
+        return entry.radius(pa, pb, scale, points)
     return entry.radius(pa, pb, scale)
 
 
@@ -213,7 +237,7 @@ def radii(noise: str, sigma: float, pa: float, pb: float | None = None, bounds=(
 
 
 def inverse_radius(bound: str, scale: float, r):
-    """p*(r): the smallest p̲A that certifies radius r (> p* for r = 0), DESIGN.md §5.
+    """p*(r): the smallest p̲A that certifies radius r (> p* for r = 0; docs/design.md).
 
     Only for the single-class bounds; `teng_multiclass` depends on p̄B too and has no
     one-dimensional threshold.

@@ -1,12 +1,20 @@
-"""The certify output that other tools read (DESIGN.md §3): its columns, rows and sidecar.
+"""The certify output that other tools read (docs/design.md, "The certify output"): its
+columns, rows and sidecar.
 
-One file owns the format: the writer (`format_row`, `write_sidecar`, `publish`) and the reader
+One file owns the format: the writer (`format_row`, `write_sidecar`, `seal`) and the reader
 (`read_rows`, `read_sidecar`) sit side by side and share one strictness, used by certify's
 resume, merge and the report. Free of torch, so reading results stays quick.
 
-A complete TSV and its sidecar are published as a pair: the sidecar records the TSV's row
-count and sha256, and readers refuse a TSV that does not match its sidecar (a crash between
-the two renames, or a hand-edited file).
+The sidecar (`x.json` beside `x.tsv`) has three sections:
+- `result`: every setting that decides the rows — the model and data (by digest), the noise,
+  the sampling and its settings, which points, the forward pass, the device, the code. Resume
+  and merge compare it whole: a run continues or joins another only where they are equal.
+- `part`: which part of the run the file holds (shard k of K, its points, all points); a
+  merged file has shard null.
+- `run`: how the file was made, compared by nothing (batch, threads, the model's path).
+A complete TSV and its sidecar are published as a pair: the sidecar then records the TSV's row
+count and sha256 (and the certification's seconds), and readers refuse a TSV that does not
+match its sidecar (a crash between the two renames, or a hand-edited file).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +31,7 @@ from l1cert.certificates import BOUNDS
 from l1cert.noise import NOISES
 from l1cert.utils import L1CertError, atomic_write_text
 
-SIDECAR_FORMAT = "l1cert-certify/1"
+SIDECAR_FORMAT = "l1cert-certify/2"
 ABSTAIN = -1
 
 # Cohen et al.'s certify.py columns, then ours; then one radius_<bound> per bound of the noise.
@@ -41,6 +50,15 @@ def columns(noise: str) -> list[str]:
     if exact or any(BOUNDS[b].uses_pb for b in cls.bounds):
         cols += ["count_b", "pb_upper"]
     return [*cols, "top_class", *(["runner_up"] if exact else [])]
+
+
+# An integer cell: plain ASCII digits, a leading minus at most, no more than 18 digits (int64).
+# Python's int() also takes "+20", " 20", "2_0" and other scripts' digits; a file does not.
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+
+
+def is_integer(text: str) -> bool:
+    return _INTEGER.fullmatch(text) is not None
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
@@ -129,10 +147,10 @@ def _row_checker(path: Path, header: list[str], num_classes: int | None):
             raise L1CertError(
                 f"{where}: malformed row ({len(fields)} fields, the header has {len(header)})"
             )
-        try:
-            idx, label, predict, correct = (int(fields[at[c]]) for c in at)
-        except ValueError:
-            raise L1CertError(f"{where}: idx, label, predict, correct must be integers") from None
+        for column, i in at.items():
+            if not is_integer(fields[i]):
+                raise L1CertError(f"{where}: {column} {fields[i]!r} is not an integer")
+        idx, label, predict, correct = (int(fields[at[c]]) for c in at)
         if idx < 0:
             raise L1CertError(f"{where}: negative idx {idx}")
         if predict < ABSTAIN or (num_classes is not None and predict >= num_classes):
@@ -140,10 +158,7 @@ def _row_checker(path: Path, header: list[str], num_classes: int | None):
         if correct != int(predict != ABSTAIN and predict == label):
             raise L1CertError(f"{where}: correct {correct} disagrees with predict and label")
         if top_at is not None:
-            try:
-                top_class = int(fields[top_at])
-            except ValueError:
-                top_class = None
+            top_class = int(fields[top_at]) if is_integer(fields[top_at]) else None
             if (
                 top_class is None
                 or top_class < ABSTAIN
@@ -195,6 +210,32 @@ def _text(value):
     return None if isinstance(value, str) else "is not a string"
 
 
+def _numbers(kind, increasing: bool = True):
+    """None, or a list of `kind` numbers (finite, non-negative, increasing): looks, radii."""
+
+    def check(value):
+        if value is None:
+            return None
+        ok = isinstance(value, list) and all(
+            isinstance(v, kind) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+            for v in value
+        )
+        if not ok or (increasing and value != sorted(set(value))):
+            return f"is not a list of increasing non-negative {kind.__name__}s"
+        return None
+
+    return check
+
+
+def _shape(value):
+    ok = (
+        isinstance(value, list) and 0 < len(value) <= 8
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 10**6 for v in value)
+        and math.prod(value) <= 10**8
+    )  # fmt: skip
+    return None if ok else "is not a list of positive dimensions"
+
+
 def _code(value):
     if value is None:  # absent or null: see `read_sidecar`
         return None
@@ -207,46 +248,70 @@ def _code(value):
     return None
 
 
-# The keys that readers (certify's resume, merge, the report) use, and what each must hold.
-# A key absent here or from the sidecar is not checked; the reader that needs it says so.
+# The keys that readers (certify's resume, merge, the report) use, per section, and what each
+# must hold. A key absent here or from the sidecar is not checked; the reader that needs it
+# says so.
 SIDECAR_CHECKS = {
-    "code": _code,
-    "dataset": _text,
-    "training": _text,
-    "model_name": _text,
-    "noise": _text,
-    "split": _text,
-    "sampling": _text,
-    "model_sha256": _text,
-    "tsv_sha256": _text,
-    "sigma": _number(0, 1e6, open_ends=True),
-    "scale": _number(0, 1e6, open_ends=True),
-    "alpha": _number(0, 1, open_ends=True, none=True),  # None: exact, no failure probability
-    "num_classes": _integer(1, 10**5),
-    "dataset_size": _integer(1, 10**8),
-    "skip": _integer(1, 10**8),
-    "max": _integer(-1, 10**8),
-    "shards": _integer(1, 10**6),
-    "shard": _integer(1, 10**6, none=True),  # None once merged
-    "n0": _integer(1, 10**12, none=True),  # None: exact, no selection draws
-    "n": _integer(1, 10**12),
-    "batch": _integer(1, 10**12, none=True),  # None once merged from shards of other batches
-    "seed": _integer(0, 2**63 - 1),
-    "rows": _integer(0, 10**8),
-    "grid": _integer(1, 10**6),
-    "offsets": _integer(2, 10**9),
-    "template_sha256": _text,
-    "train_seconds": _number(0, 1e12, none=True),
-    "certify_seconds": _number(0, 1e12, none=True),
+    "result": {
+        "code": _code,
+        "dataset": _text,
+        "training": _text,
+        "model_name": _text,
+        "noise": _text,
+        "split": _text,
+        "sampling": _text,
+        "device": _text,
+        "model_sha256": _text,
+        "sigma": _number(0, 1e6, open_ends=True),
+        "scale": _number(0, 1e6, open_ends=True),
+        "alpha": _number(0, 1, open_ends=True, none=True),  # None: exact, no failure probability
+        "num_classes": _integer(1, 10**5),
+        "input_shape": _shape,
+        "dataset_size": _integer(1, 10**8),
+        "skip": _integer(1, 10**8),
+        "max": _integer(-1, 10**8),
+        "n0": _integer(1, 10**12, none=True),  # None: exact, no selection draws
+        "n": _integer(1, 10**12),
+        "seed": _integer(0, 2**63 - 1, none=True),
+        "grid": _integer(1, 10**6),
+        "copies": _integer(2, 10**9),
+        "template_sha256": _text,
+        "train_seconds": _number(0, 1e12, none=True),
+        "looks": _numbers(int),
+        "radii": _numbers(float),
+    },
+    "part": {
+        "shards": _integer(1, 10**6),
+        "shard": _integer(1, 10**6, none=True),  # None once merged
+        "points": _integer(0, 10**8),
+        "total_points": _integer(0, 10**8),
+    },
+    "run": {
+        "batch": _integer(1, 10**12, none=True),  # None once merged from shards of other batches
+    },
+    "": {
+        "tsv_sha256": _text,
+        "rows": _integer(0, 10**8),
+        "certify_seconds": _number(0, 1e12, none=True),
+    },
 }
+SECTIONS = ("result", "part", "run")
+# What every reader needs of a sidecar's result and part, whatever made it (null allowed where
+# the check says so: an exact run has no n0, alpha or seed); the code digest is refused on its
+# own, below.
+REQUIRED = {
+    "result": ("dataset", "training", "model_name", "noise", "sigma", "scale", "num_classes",
+               "dataset_size", "split", "skip", "max", "sampling", "n0", "n", "alpha",
+               "columns"),
+    "part": ("shard", "shards"),
+}  # fmt: skip
 
 
-def read_sidecar(path: str | os.PathLike, required: bool = True, code: bool = True) -> dict:
+def read_sidecar(path: str | os.PathLike, required: bool = True) -> dict:
     """The sidecar of certify file `path` ({} if it has none and `required` is false).
 
-    Every key of SIDECAR_CHECKS it holds is checked (type and range) and `code` must be there
-    unless `code` is false (the report, which does not compare code, reads files made before
-    sidecars recorded it); anything else is a one-line L1CertError naming file and key.
+    Its sections must be there, with the code digest, and every key of SIDECAR_CHECKS it holds
+    is checked (type and range); anything else is a one-line L1CertError naming file and key.
     """
     side = sidecar_path(path)
     try:
@@ -257,22 +322,40 @@ def read_sidecar(path: str | os.PathLike, required: bool = True, code: bool = Tr
         raise L1CertError(f"sidecar {side} not found (each certify TSV needs its .json)") from None
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise L1CertError(f"cannot read sidecar {side}: {err}") from None
+    if isinstance(settings, dict) and settings.get("format") == "l1cert-certify/1":
+        raise L1CertError(
+            f"{side} was written by l1cert 0.1 (sidecar format l1cert-certify/1), which kept no "
+            "record of what decides its rows apart from how they were made: certify afresh"
+        )
     if not isinstance(settings, dict) or settings.get("format") != SIDECAR_FORMAT:
         raise L1CertError(f"{side} is not an l1cert certify sidecar ({SIDECAR_FORMAT})")
-    for key, check in SIDECAR_CHECKS.items():
-        problem = check(settings[key]) if key in settings else None
-        if problem:
-            shown = repr(settings[key])
-            shown = shown if len(shown) <= 40 else shown[:37] + "..."
-            raise L1CertError(f"{side}: {key} {shown} {problem}")
-    if code and settings.get("code") is None:
+    for section in SECTIONS:
+        if not isinstance(settings.get(section), dict):
+            raise L1CertError(f"{side}: no {section} section (an l1cert certify sidecar has "
+                              f"{', '.join(SECTIONS)})")  # fmt: skip
+    for section, keys in REQUIRED.items():
+        missing = [key for key in keys if key not in settings[section]]
+        if missing:
+            raise L1CertError(f"{side}: {section} lacks {', '.join(missing)}")
+    for section, checks in SIDECAR_CHECKS.items():
+        found = settings[section] if section else settings
+        for key, check in checks.items():
+            problem = check(found[key]) if key in found else None
+            if problem:
+                shown = repr(found[key])
+                shown = shown if len(shown) <= 40 else shown[:37] + "..."
+                where = f"{section}.{key}" if section else key
+                raise L1CertError(f"{side}: {where} {shown} {problem}")
+    if not isinstance(settings["result"]["columns"], list):
+        raise L1CertError(f"{side}: result.columns is not a list of column names")
+    if settings["result"].get("code") is None:
         raise L1CertError(
-            f"{side} records no code digest (made by an older l1cert): its rows cannot be "
-            "resumed or merged by this code; certify afresh"
+            f"{side} records no code digest: its rows cannot be re-derived by this code; "
+            "certify afresh"
         )
-    shard, shards = settings.get("shard"), settings.get("shards")
+    shard, shards = settings["part"].get("shard"), settings["part"].get("shards")
     if shard is not None and shards is not None and shard > shards:
-        raise L1CertError(f"{side}: shard {shard} of {shards} shards")
+        raise L1CertError(f"{side}: part.shard {shard} of {shards} shards")
     return settings
 
 

@@ -7,27 +7,49 @@ import sys
 
 import click
 
-from l1cert.config import CertifyConfig, TrainConfig, click_options, from_options
-from l1cert.names import DEFAULT_RADII
+from l1cert.config import CertifyConfig, DataConfig, ReportConfig, TrainConfig
+from l1cert.fields import click_options, from_options
 from l1cert.noise import NOISES
-from l1cert.utils import L1CertError, parse_radii
+from l1cert.utils import L1CertError
 
 _NOISES = ", ".join(NOISES)
+# The settings each command takes, one config per class (tests parse commands with them).
+COMMAND_CONFIGS = {
+    "data": (DataConfig,),
+    "train": (TrainConfig, DataConfig),
+    "certify": (CertifyConfig, DataConfig),
+    "report": (ReportConfig,),
+}
 
 
 class _Group(click.Group):
-    """Turns library and file-system errors into one line on stderr and exit code 2."""
+    """Turns library, file-system and usage errors into one line on stderr and exit code 2."""
+
+    def main(self, *args, **kwargs):
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.Exit as done:  # --help, --version
+            sys.exit(done.exit_code)
+        except click.Abort:
+            click.echo("l1cert: aborted", err=True)
+            sys.exit(1)
+        except click.UsageError as err:  # an unknown option, --n 1e308, --sigma abc
+            command = f"{err.ctx.command_path}: " if err.ctx else ""
+            _fail(f"{command}{err.format_message()}".replace("\n", " "))
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except L1CertError as err:
-            click.echo(f"l1cert: error: {err}", err=True)
-            sys.exit(2)
+            _fail(str(err))
         except OSError as err:  # a path the system refuses: say which, in one line
             where = f"{err.filename}: " if err.filename else ""
-            click.echo(f"l1cert: error: {where}{err.strerror or err}", err=True)
-            sys.exit(2)
+            _fail(f"{where}{err.strerror or err}")
+
+
+def _fail(message: str) -> None:
+    click.echo(f"l1cert: error: {message}", err=True)
+    sys.exit(2)
 
 
 @click.group(cls=_Group)
@@ -39,28 +61,38 @@ def main() -> None:
 # --- certification: radius, certify, merge ------------------------------------------------
 
 
-_DATA_OPTIONS = (
-    click.option("--root", default="data", show_default=True, help="Where datasets live."),
-    click.option("--image-size", type=int, default=32, show_default=True, help="imagefolder."),
-    click.option("--imagenet-dir", help="ImageNet root (default: $IMAGENET_DIR)."),
+_RUN_PARAMS = click.option(
+    "--run-params",
+    type=click.Path(dir_okay=False),
+    help="A params file to take the run-only settings from that the command line does not give "
+    "(data.root, certify.batch, train.workers, resources.*.threads): how DVC's stages pass them "
+    "without naming their values.",
 )
 
 
-def _data_options(command):
-    """Where a dataset lives: shared by certify, data and train."""
-    for option in reversed(_DATA_OPTIONS):
-        command = option(command)
-    return command
+def _configs(options: dict, run_params: str | None, *classes):
+    """One config per class from a command's options (each takes its own fields), the run-only
+    settings not given taken from the --run-params file."""
+    from l1cert.fields import cli_fields
+
+    params = _read_params(run_params) if run_params else None
+    configs = []
+    for cls in classes:
+        mine = {name: options.pop(name) for name, _ in cli_fields(cls) if name in options}
+        configs.append(from_options(cls, mine, params))
+    return configs
 
 
-def _set_threads(threads: int | None) -> None:
-    """Torch's CPU threads; a pipeline running jobs side by side gives each its cores."""
-    if threads is not None:
-        if threads < 1:
-            raise L1CertError(f"--threads must be at least 1, got {threads}")
-        import torch
+def _read_params(path: str) -> dict:
+    import yaml
 
-        torch.set_num_threads(threads)
+    try:
+        params = yaml.safe_load(open(path).read())
+    except (OSError, yaml.YAMLError) as err:
+        raise L1CertError(f"--run-params {path}: {err}") from None
+    if not isinstance(params, dict):
+        raise L1CertError(f"--run-params {path}: not a params file")
+    return params
 
 
 @main.command()
@@ -79,27 +111,18 @@ def radius(noise, sigma, pa, pb, bounds):
 
 @main.command()
 @click.option("--model", "model_path", required=True, help="Checkpoint (model.pt).")
-@_data_options
 @click_options(CertifyConfig)
+@click_options(DataConfig)
+@_RUN_PARAMS
 @click.option("--shard", default="1/1", show_default=True, help="This shard k/K (1-based).")
-@click.option("--shards", type=int, multiple=True, help="The pipeline's shard list 1..K.")
-@click.option("--radii", help="Comma-separated l1 radii a sequential run decides.")
-@click.option(
-    "--from-params",
-    is_flag=True,
-    help="The options are a params file's certify section (the pipeline's): settings that do "
-    "not apply to this model's noise are set aside with a note instead of refused.",
-)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=int, help="torch threads (default: torch's own).")
 @click.option("--out", required=True, help="Output TSV (sidecar: same path, .json).")
-def certify(model_path, threads, out, radii, shards, **options):
+def certify(model_path, shard, device, out, run_params, **options):
     """Certify a test split (or one shard of it) into a TSV; rerun to resume."""
     from l1cert.certify import certify_to_tsv
 
-    _set_threads(threads)
-    radii = parse_radii(radii) if radii else None
-    certify_to_tsv(model_path, out, radii=radii, shard_list=shards, **options)
+    config, data = _configs(options, run_params, *COMMAND_CONFIGS["certify"])
+    certify_to_tsv(model_path, out, config, data=data, shard=shard, device=device)
 
 
 @main.command()
@@ -116,30 +139,33 @@ def merge(shards, out):
 
 
 @main.command()
-@click.option("--dataset", required=True, help="digits, cifar10, imagenet or imagefolder.")
-@_data_options
+@click_options(DataConfig)
+@_RUN_PARAMS
 @click.option("--manifest", required=True, help="Where to write the manifest (JSON).")
-def data(dataset, root, image_size, imagenet_dir, manifest):
+def data(manifest, run_params, **options):
     """Fetch or verify a dataset; write its manifest (images per class, checksum)."""
     from l1cert.data import prepare
 
-    doc = prepare(dataset, manifest, root, image_size, imagenet_dir)
+    (config,) = _configs(options, run_params, *COMMAND_CONFIGS["data"])
+    doc = prepare(manifest, config)
     sizes = ", ".join(f"{k} {v['images']}" for k, v in doc["splits"].items())
-    click.echo(f"{dataset}: {sizes} images; sha256 {doc['checksum']['sha256'][:16]}...", err=True)
+    click.echo(
+        f"{config.dataset}: {sizes} images; sha256 {doc['checksum']['sha256'][:16]}...", err=True
+    )
 
 
 @main.command()
 @click_options(TrainConfig)
-@_data_options
+@click_options(DataConfig)
+@_RUN_PARAMS
 @click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=int, help="torch threads (default: torch's own).")
 @click.option("--out", required=True, help="Output directory; rerun with it to resume.")
-def train(root, imagenet_dir, device, threads, out, **options):
+def train(device, out, run_params, **options):
     """Train a base classifier under noise (type1) or SmoothAdv (type2); rerun to resume."""
     from l1cert.train import train
 
-    _set_threads(threads)
-    metrics = train(from_options(TrainConfig, options), out, root, imagenet_dir, device)
+    config, data = _configs(options, run_params, *COMMAND_CONFIGS["train"])
+    metrics = train(config, out, data, device)
     click.echo(json.dumps(metrics), err=True)
 
 
@@ -176,41 +202,27 @@ def import_(src, src_path, out, **options):
     help="A params file: report exactly its grid's and models' merged files in "
     "results/certify/<dataset>/ (what DVC's report stage does), besides CERTIFY_FILES.",
 )
-@click.option(
-    "--radii",
-    default=",".join(f"{r:g}" for r in DEFAULT_RADII),
-    show_default=True,
-    help="Comma-separated l1 radii of the tables and metrics.",
-)
+@click_options(ReportConfig)
 @click.option("--metrics", help="metrics JSON path (default: OUT_DIR/metrics.json).")
-@click.option(
-    "--fig6-sigma",
-    type=float,
-    default=0.5,
-    show_default=True,
-    help="Noise std of the radius-against-pA figure.",
-)
-@click.option("--dataset", help="Dataset of Cohen et al.'s six-column files (default: path).")
-@click.option("--label", help="Training label of Cohen et al.'s six-column files.")
+@click.option("--dataset", help="Dataset of foreign inputs (default: from their own names).")
+@click.option("--label", help="Training label of foreign inputs.")
+@click.option("--sigma", type=float, help="Noise std of foreign inputs (default: their names').")
 @click.option(
     "--bound",
     help="Bound of published result directories (rs4a's layout: labels.npy, radius_l1.npy, "
     "predicted_labels.npy or preds.npy), e.g. dssn or uniform.",
 )
 @click.option(
-    "--cost-radius",
-    type=float,
-    default=0.5,
-    show_default=True,
-    help="Radius of the accuracy-against-cost figure.",
+    "--partial",
+    is_flag=True,
+    help="Report shards and files missing points as partial results (every caption says so).",
 )
-def report(
-    certify_files, out_dir, experiment, radii, metrics, fig6_sigma, dataset, label, bound,
-    cost_radius,
-):  # fmt: skip
+def report(certify_files, out_dir, experiment, metrics, dataset, label, sigma, bound, partial,
+           **options):  # fmt: skip
     """Tables, figures, metrics and plot data from merged certify files (no model needed), and
     from published result directories beside them."""
     from l1cert.report import build_report
+    from l1cert.runs import Naming
 
     if experiment:
         from l1cert.pipeline import merged_files
@@ -218,10 +230,9 @@ def report(
         certify_files = (*merged_files(experiment), *certify_files)
     if not certify_files:
         raise L1CertError("give certify files (or --experiment PARAMS)")
-    radii = parse_radii(radii)
-    build_report(
-        certify_files, out_dir, radii, metrics, fig6_sigma, dataset, label, bound, cost_radius
-    )
+    (config,) = _configs(options, None, *COMMAND_CONFIGS["report"])
+    naming = Naming(dataset=dataset, label=label, sigma=sigma, bound=bound)
+    build_report(certify_files, out_dir, config, metrics, naming, partial)
 
 
 @main.command("dvc-yaml")

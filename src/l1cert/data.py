@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from l1cert.names import DATASETS, check_choice
+from l1cert.names import DATASETS, INPUT_GRID, check_choice
 from l1cert.utils import L1CertError, atomic_path, atomic_write_text
 
 # Per-channel statistics of the training sets (CIFAR-10 values as in Cohen et al.).
@@ -30,11 +30,6 @@ CIFAR10_MEAN, CIFAR10_STD = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED = 0.2, 0
-
-
-# The input grid q of each dataset: its pixels are multiples of 1/q (digits' scans count 0..16,
-# 8-bit images 0..255). DSSN certifies perturbations that stay on it.
-INPUT_GRID = {"digits": 16, "cifar10": 255, "imagenet": 255, "imagefolder": 255}
 
 
 class DatasetInfo(NamedTuple):
@@ -170,15 +165,45 @@ def _check_tree(top: Path, splits: tuple[str, str], name: str) -> Path:
     return top
 
 
+# Pillow modes of 8 bits a channel or less: read as RGB. Deeper ones are read exactly where they
+# are 16-bit grey (to k/65535, on three equal channels, as Pillow makes RGB of grey), else refused:
+# Pillow would clip them to white or drop their low bits, silently.
+_EIGHT_BIT = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
+_GREY16 = {"I;16", "I;16L", "I;16B"}
+
+
 def _load_image(path: str):
-    """An RGB PIL image, or a one-line error naming the file that does not decode."""
+    """An RGB PIL image (8-bit images), a float tensor in [0, 1] (16-bit grey ones), or a
+    one-line error naming the file that does not decode or whose depth cannot be read exactly."""
     from PIL import Image
 
     try:
         with open(path, "rb") as f:
-            return Image.open(f).convert("RGB")
+            image = Image.open(f)
+            rawmode = image.tile[0][3] if image.tile and len(image.tile[0]) > 3 else ""
+            sixteen = ";16" in str(rawmode)
+            if image.mode in _EIGHT_BIT and not sixteen:
+                return image.convert("RGB")
+            if image.mode in _GREY16:
+                import numpy as np
+
+                grey = np.asarray(image, dtype=np.float64) / 65535.0
+                return torch.from_numpy(grey).float().expand(3, *grey.shape).contiguous()
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise L1CertError(f"cannot decode image {path}: {err}") from None
+    depth = f"{image.mode} ({rawmode})" if rawmode else image.mode
+    raise L1CertError(
+        f"image {path} has pixels l1cert cannot read exactly (mode {depth}): save it as "
+        "8-bit RGB or grey, or as 16-bit grey"
+    )
+
+
+def _as_tensor():
+    """ToTensor for the PIL images; the tensors 16-bit images are read as pass as they are."""
+    from torchvision import transforms
+
+    to_tensor = transforms.ToTensor()
+    return transforms.Lambda(lambda image: image if torch.is_tensor(image) else to_tensor(image))
 
 
 def _image_folder(folder: Path, transform) -> Dataset:
@@ -197,7 +222,7 @@ def _imagenet(path, split: str, augment: bool) -> Dataset:
         steps = [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()]
     else:
         steps = [transforms.Resize(256), transforms.CenterCrop(224)]
-    transform = transforms.Compose([*steps, transforms.ToTensor()])
+    transform = transforms.Compose([*steps, _as_tensor()])
     return _image_folder(find_imagenet_dir(path) / split, transform)
 
 
@@ -209,7 +234,7 @@ def _imagefolder(root: Path, split: str, image_size: int, augment: bool) -> Data
     if augment:
         pad = max(1, image_size // 8)
         steps += [transforms.RandomCrop(image_size, padding=pad), transforms.RandomHorizontalFlip()]
-    transform = transforms.Compose([*steps, transforms.ToTensor()])
+    transform = transforms.Compose([*steps, _as_tensor()])
     ds = _image_folder(_imagefolder_dir(root) / split, transform)
     for path, _ in ds.samples:  # an undecodable file fails now, not mid-way through a run
         _load_image(path)
@@ -273,18 +298,21 @@ def _check_image_size(image_size: int) -> None:
 # --- prepare: fetch or verify, then describe ------------------------------------------------
 
 
-def prepare(
-    name: str,
-    manifest: str | os.PathLike,
-    root: str | os.PathLike = "data",
-    image_size: int = 32,
-    imagenet_dir: str | os.PathLike | None = None,
-) -> dict:
+def prepare(manifest: str | os.PathLike, data) -> dict:
     """Fetch (cifar10) or verify a dataset, and write a manifest the pipeline can track.
 
     The manifest lists images per class per split and a sha256 over the data's content
     (image files' bytes; for imagenet, too large to read each time, its file list and sizes).
+    `data`: a `DataConfig`: the dataset, where it lives and how big its images are.
     """
+    if data.dataset is None:
+        raise L1CertError("--dataset is required")
+    name, root, image_size, imagenet_dir = (
+        data.dataset,
+        data.root,
+        data.image_size,
+        data.imagenet_dir,
+    )
     if Path(manifest).is_dir():
         raise L1CertError(f"--manifest {manifest} is a directory; give a file name")
     if name == "digits":  # computed afresh from scikit-learn's scans, then cached for the jobs

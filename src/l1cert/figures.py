@@ -18,9 +18,10 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from l1cert import certificates  # noqa: E402
-from l1cert.analysis import CertifiedRun, envelopes  # noqa: E402
+from l1cert.analysis import envelopes  # noqa: E402
 from l1cert.names import TRAININGS  # noqa: E402
 from l1cert.noise import NOISES  # noqa: E402
+from l1cert.runs import CertifiedRun  # noqa: E402
 from l1cert.utils import atomic_path  # noqa: E402
 
 RADIUS_LABEL = "ℓ1 radius r (pixel units, inputs in [0, 1])"

@@ -29,7 +29,7 @@ from l1cert.certify_format import file_sha256
 from l1cert.data import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 from l1cert.models import BasicBlock, build_model, check_arch, load_checkpoint, save_model
 from l1cert.names import TRAININGS
-from l1cert.noise import make_noise
+from l1cert.noise import NOISES, make_noise, noise_class
 from l1cert.utils import L1CertError, same_file
 
 FORMATS = ("cohen", "smoothadv", "torchvision")
@@ -67,6 +67,12 @@ def import_checkpoint(
         raise L1CertError(f"cannot import for dataset {dataset!r} (choose from cifar10, imagenet)")
     if training not in TRAININGS:
         raise L1CertError(f"unknown training {training!r} (choose from {', '.join(TRAININGS)})")
+    if "exact" in noise_class(noise).samplings:
+        sampled = ", ".join(n for n, cls in NOISES.items() if "exact" not in cls.samplings)
+        raise L1CertError(
+            f"--noise {noise} is certified with the template a model is trained with, which a "
+            f"released checkpoint has not: import it with a sampled noise ({sampled})"
+        )
     smooth_noise = make_noise(noise, sigma)
     ckpt = load_checkpoint(src)  # weights_only: a file carrying code is refused here
     state, arch, prefix = _unwrap(ckpt, fmt, arch, src)

@@ -1,7 +1,7 @@
 """Merging the K shards of one certification into one file.
 
-Shards must agree on every setting that decides their rows (`SHARED_SETTINGS`), on the code that
-made them, and together hold every test point of the run exactly once.
+Shards must agree on everything that decides their rows (their sidecars' `result`, the code
+that made them included) and on K, and together hold every test point of the run exactly once.
 """
 
 from __future__ import annotations
@@ -15,22 +15,9 @@ from l1cert import certify_format as fmt
 from l1cert import transaction
 from l1cert.points import select_indices, shard_block
 from l1cert.rederive import check_rows
-from l1cert.resume import check_out, partial_path
+from l1cert.resume import check_out, journal, partial_path
 from l1cert.transaction import exclusive_lock
 from l1cert.utils import L1CertError, same_file, umask
-
-# Settings every shard of one certification shares; merge refuses shards that differ on them.
-SHARED_SETTINGS = (
-    "model_sha256", "model_name", "training", "dataset", "split", "dataset_size",
-    "num_classes", "noise", "sigma", "scale", "n0", "n", "alpha", "seed", "skip", "max",
-    "shards", "columns", "code", "sampling", "radii", "looks", "compile", "precision",
-)  # fmt: skip
-# Compared too where a noise records them (Noise.sidecar: DSSN's grid and template).
-NOISE_SETTINGS = ("grid", "offsets", "template_sha256")
-
-
-def _differences(previous: dict, settings: dict, keys) -> list[str]:
-    return [key for key in keys if previous.get(key) != settings.get(key)]
 
 
 def merge_shards(paths: list[str | os.PathLike], out: str | os.PathLike) -> Path:
@@ -55,7 +42,9 @@ def merge_shards(paths: list[str | os.PathLike], out: str | os.PathLike) -> Path
     check_out(out)
     header, lines, merged = _merged(paths)  # every input checked before anything is written
     with exclusive_lock(partial_path(out), what=f"merged output {out}"):
-        transaction.roll_forward(_journal(out), _vetter(out))
+        transaction.roll_forward(journal(out), _vetter(out))
+        for stale in partial_path(out).parent.glob(f"{_staging(out)}*"):  # of killed merges
+            shutil.rmtree(stale, ignore_errors=True)
         _publish(out, header, lines, merged)
     return out
 
@@ -64,50 +53,56 @@ def _merged(paths: list[Path]) -> tuple[list[str], list[str], dict]:
     """The merged file's header, its lines sorted by idx, and its sidecar (unsealed)."""
     sidecars = [fmt.read_sidecar(p) for p in paths]
     first = sidecars[0]
-    missing = [key for key in SHARED_SETTINGS + ("shard",) if key not in first]
-    if missing:
-        raise L1CertError(f"{fmt.sidecar_path(paths[0])} lacks {', '.join(missing)}")
-    for path, settings in zip(paths[1:], sidecars[1:], strict=True):
-        changed = _differences(settings, first, SHARED_SETTINGS + NOISE_SETTINGS)
-        if changed:
-            key = changed[0]
-            raise L1CertError(
-                f"{path} and {paths[0]} disagree on {key} "
-                f"({settings.get(key)!r} vs {first.get(key)!r}); they are not one certification"
-            )
+    result = first["result"]
+    for path, side in zip(paths[1:], sidecars[1:], strict=True):
+        for section, keys in (("result", None), ("part", ("shards",))):
+            ours, theirs = side[section], first[section]
+            for key in keys or {**ours, **theirs}:
+                if ours.get(key) != theirs.get(key):
+                    raise L1CertError(
+                        f"{path} and {paths[0]} disagree on {key} ({ours.get(key)!r} vs "
+                        f"{theirs.get(key)!r}); they are not one certification"
+                    )
     _check_shard_numbers(paths, sidecars)
 
     rows: dict[int, str] = {}
     owner: dict[int, Path] = {}
-    tables = [fmt.read_rows(path, first["num_classes"], torn="drop") for path in paths]
+    tables = [fmt.read_rows(path, result["num_classes"], torn="drop") for path in paths]
     for path, table in zip(paths, tables, strict=True):
-        if table.header != first["columns"]:
+        if table.header != result["columns"]:
             raise L1CertError(f"{path}: header does not match its sidecar's columns")
         for idx, line in table.lines().items():
             if idx in rows:
                 raise L1CertError(f"shards {owner[idx]} and {path} overlap (both have idx {idx})")
             rows[idx], owner[idx] = line, path
     _check_complete(rows, owner, paths, sidecars)
-    for path, settings, table in zip(paths, sidecars, tables, strict=True):
-        fmt.check_sealed(path, settings, table)
-        check_rows(path, table, settings)
+    for path, side, table in zip(paths, sidecars, tables, strict=True):
+        fmt.check_sealed(path, side, table)
+        check_rows(path, table, side["result"])
 
-    batches = {settings["batch"] for settings in sidecars}
-    seconds = [settings.get("certify_seconds") for settings in sidecars]
+    batches = {side["run"].get("batch") for side in sidecars}
+    seconds = [side.get("certify_seconds") for side in sidecars]
     merged = {
-        **{k: v for k, v in first.items() if k not in ("rows", "tsv_sha256")},
+        "format": first["format"],
+        "result": result,
+        "part": {
+            "shard": None,
+            "shards": first["part"]["shards"],
+            "points": len(rows),
+            "total_points": first["part"]["total_points"],
+        },  # fmt: skip
+        "run": {
+            "batch": batches.pop() if len(batches) == 1 else None,
+            "merged_from": [str(p) for p in paths],
+        },  # fmt: skip
         "certify_seconds": None if None in seconds else round(sum(seconds), 3),
-        "batch": batches.pop() if len(batches) == 1 else None,
-        "shard": None,
-        "points": len(rows),
-        "merged_from": [str(p) for p in paths],
     }
-    return first["columns"], [rows[idx] for idx in sorted(rows)], merged
+    return result["columns"], [rows[idx] for idx in sorted(rows)], merged
 
 
 def _publish(out: Path, header: list[str], lines: list[str], merged: dict) -> None:
     """Stage the TSV and its sealed sidecar in partial/, then move both in one transaction."""
-    stage = Path(tempfile.mkdtemp(prefix=STAGING, dir=partial_path(out).parent))
+    stage = Path(tempfile.mkdtemp(prefix=_staging(out), dir=partial_path(out).parent))
     try:
         tsv, side = stage / out.name, fmt.sidecar_path(stage / out.name)
         with open(tsv, "w") as f:
@@ -117,50 +112,39 @@ def _publish(out: Path, header: list[str], lines: list[str], merged: dict) -> No
         for staged in (tsv, side):
             os.chmod(staged, 0o666 & ~umask())
         pairs = [(tsv, out), (side, fmt.sidecar_path(out))]
-        transaction.commit(pairs, _journal(out), cleanup=[stage])
+        transaction.commit(pairs, journal(out), cleanup=[stage])
     finally:
-        if not _journal(out).exists():  # not committed, or done: the staging goes
+        if not journal(out).exists():  # not committed, or done: the staging goes
             shutil.rmtree(stage, ignore_errors=True)
 
 
 STAGING = ".merge-staging-"
 
 
-def _journal(out: Path) -> Path:
-    """The merge's journal, in partial/ beside its output (ignored by DVC)."""
-    return partial_path(out).with_name(f"{out.name}.journal.json")
+def _staging(out: Path) -> str:
+    """The prefix of `out`'s staging folders in partial/, which other outputs share."""
+    return f"{STAGING}{out.name}-"
 
 
 def _vetter(out: Path):
-    """What a merge's journal may hold: the TSV and its sidecar staged in partial/, moved onto
-    `out` and its sidecar."""
-    folder = partial_path(out).parent
+    """What a merge's journal may hold: the TSV and its sidecar staged in a staging folder of
+    `out` in partial/, moved onto `out` and its sidecar; those staging folders removed."""
+    folder = Path(os.path.abspath(partial_path(out).parent))
+    targets = {Path(os.path.abspath(t)) for t in (out, fmt.sidecar_path(out))}
 
-    def vet(pairs, cleanup) -> None:
-        targets = {os.path.abspath(t) for t in (out, fmt.sidecar_path(out))}
-        for source, target in pairs:
-            staged = Path(os.path.abspath(source)).parent
-            if (
-                os.path.abspath(target) not in targets
-                or staged.parent != Path(os.path.abspath(folder))
-                or not staged.name.startswith(STAGING)
-            ):
-                raise L1CertError(
-                    f"pending journal {_journal(out)} moves {source} onto {target}, which no "
-                    "merge does; check the files and remove the journal by hand"
-                )
-        for stage in cleanup:
-            if Path(os.path.abspath(stage)).parent != Path(os.path.abspath(folder)):
-                raise L1CertError(f"pending journal {_journal(out)} removes {stage}")
+    def staged(path: Path) -> bool:
+        return path.parent == folder and path.name.startswith(_staging(out))
 
-    return vet
+    return transaction.vetter(journal(out), lambda s, t: t in targets and staged(s.parent), staged)
 
 
 def _check_shard_numbers(paths: list[Path], sidecars: list[dict]) -> None:
-    total = sidecars[0]["shards"]
+    total = sidecars[0]["part"]["shards"]
     seen: dict[int, Path] = {}
-    for path, settings in zip(paths, sidecars, strict=True):
-        k = settings["shard"]
+    for path, side in zip(paths, sidecars, strict=True):
+        k = side["part"]["shard"]
+        if k is None:
+            raise L1CertError(f"{path} is a merged file, not a shard")
         if k in seen:
             raise L1CertError(f"{seen[k]} and {path} are both shard {k}/{total} (overlap)")
         seen[k] = path
@@ -171,10 +155,10 @@ def _check_shard_numbers(paths: list[Path], sidecars: list[dict]) -> None:
 
 
 def _check_complete(rows: dict, owner: dict, paths: list[Path], sidecars: list[dict]) -> None:
-    first = sidecars[0]
-    expected = select_indices(first["dataset_size"], first["skip"], first["max"])
-    for path, shard in zip(paths, sidecars, strict=True):
-        block = shard_block(expected, shard["shard"], shard["shards"])
+    result = sidecars[0]["result"]
+    expected = select_indices(result["dataset_size"], result["skip"], result["max"])
+    for path, side in zip(paths, sidecars, strict=True):
+        block = shard_block(expected, side["part"]["shard"], side["part"]["shards"])
         stray = sorted({idx for idx, source in owner.items() if source == path} - set(block))
         if stray:
             raise L1CertError(f"{path} has rows outside its shard (idx {stray[0]}, ...)")

@@ -31,6 +31,7 @@ class Noise:
     bounds: ClassVar[tuple[str, ...]]  # certificates that apply; the first is the primary one
     samplings: ClassVar[tuple[str, ...]] = ("fixed", "sequential")  # l1cert.sampling's modes
     additive: ClassVar[bool] = True  # x + ε; else the noise transforms x (splitting)
+    state_keys: ClassVar[tuple[str, ...]] = ()  # the tensors a model's checkpoint keeps for it
 
     def __init__(self, sigma: float, grid: int | None = None, template=None):
         try:
@@ -82,6 +83,41 @@ class Noise:
     def sidecar(self) -> dict:
         """What a certify sidecar records about this noise beyond its name, σ and scale."""
         return {}
+
+    # Exact certification (a noise whose only sampling mode is "exact"): every point has the
+    # same `copies` noisy copies, enumerated rather than drawn; `Smooth.certify_exact` counts the
+    # base classifier's votes over all of them and `exact_certificate` turns the counts into
+    # radii (its bound's `radius` re-derives them from a row).
+    @property
+    def exact(self) -> bool:
+        return "exact" in self.samplings
+
+    @property
+    def copies(self) -> int:
+        """How many noisy copies of a point an exact noise counts."""
+        raise NotImplementedError(f"{self.name} noise is not exact")
+
+    def check_exact(self, xs: torch.Tensor, names) -> None:
+        """Refuse the points (rows of xs, named by `names`) the certificate does not hold for."""
+
+    def exact_copies_(self, out: torch.Tensor, xs: torch.Tensor, copies: torch.Tensor):
+        """Fill row r of `out` with copy copies[r] of point xs[r]; return `out`."""
+        raise NotImplementedError(f"{self.name} noise is not exact")
+
+    def exact_certificate(self, counts):
+        """Per point, from vote counts (points, classes): prediction, its count, the runner-up
+        that limits the radius, its count, and the radius (an `ExactCertificate`)."""
+        raise NotImplementedError(f"{self.name} noise is not exact")
+
+    # Float32 tensors of one batch that certifying with this noise holds at once (the batch,
+    # a scratch), for `check_memory`.
+    buffers: ClassVar[int] = 2
+
+    @classmethod
+    def check_sigma(cls, sigma: float, grid: int) -> None:
+        """Refuse a σ that no model of this noise can have on inputs of this grid."""
+        if not (isinstance(sigma, int | float) and 0 < sigma <= SIGMA_MAX):
+            raise L1CertError(f"sigma must be a positive number at most {SIGMA_MAX:g}, got {sigma}")
 
     @classmethod
     def for_model(cls, sigma: float, grid: int, input_shape, seed: int) -> Noise:
@@ -139,7 +175,7 @@ class Uniform(Noise):
     """U[-λ, λ] per coordinate, λ = √3·σ (Lee et al. 2019, Yang et al. 2020)."""
 
     name = "uniform"
-    bounds = ("uniform",)
+    bounds = ("uniform", "uniform_box")
 
     @property
     def scale(self) -> float:
@@ -154,11 +190,11 @@ class Split(Noise):
     of width 2λ, cut at an iid offset s_i ~ U[0, 2λ); λ = √3·σ, matched to the uniform noise.
 
     Not additive: its draws are the offsets. The split is piecewise constant in x, so
-    SmoothAdv attacks through it straight-through (the gradient of the identity, DESIGN.md §6).
+    SmoothAdv attacks through it straight-through (the gradient of the identity; docs/design.md).
     """
 
     name = "split"
-    bounds = ("ssn",)
+    bounds = ("ssn", "ssn_box")
     additive = False
 
     @property
@@ -186,11 +222,14 @@ class DSSN(Split):
     """Deterministic splitting noise (DSSN): the offsets are one template v, stored with the
     model, shifted by one scalar s: s_i = (v_i + s) mod 2λ. λ = √3·σ rounded down to a multiple
     of 1/(2q) for the dataset's input grid q, so that certification enumerates the L = 2λq
-    distinct splits of an on-grid input and counts votes exactly (`l1cert.splitting`)."""
+    distinct splits of an on-grid input (its `copies`) and counts votes exactly
+    (`l1cert.splitting`)."""
 
     name = "dssn"
     bounds = ("dssn",)
     samplings = ("exact",)
+    state_keys = ("template",)
+    buffers = 5  # the batch, its int64 template steps and float64 offsets
 
     def __init__(self, sigma: float, grid: int | None = None, template=None):
         from l1cert.splitting import check_template, half_width, num_offsets
@@ -200,14 +239,19 @@ class DSSN(Split):
             raise L1CertError("dssn noise needs the dataset's input grid q (its pixel step 1/q)")
         self.grid = int(grid)
         self.half_width = half_width(self.sigma, self.grid)
-        self.offsets = num_offsets(self.half_width, self.grid)
+        self._copies = num_offsets(self.half_width, self.grid)
         if template is None:
             raise L1CertError("a dssn model needs its template, and this checkpoint has none")
         self.template = check_template(template, template.shape, self.half_width, self.grid)
+        self._steps: dict = {}  # the template in grid steps, per device
 
     @property
     def scale(self) -> float:
         return self.half_width
+
+    @property
+    def copies(self) -> int:
+        return self._copies
 
     def draw(self, shape, like, generator=None):
         """One shift s per example (the leading dims of `shape`), the template's offsets."""
@@ -218,6 +262,37 @@ class DSSN(Split):
 
     def perturb_(self, out, x, generator=None, scratch=None):
         return out.copy_(self.apply(x, self.draw(out.shape, out, generator)).detach())
+
+    def check_exact(self, xs, names):
+        from l1cert.splitting import check_on_grid, off_grid_points
+
+        off = off_grid_points(xs, self.grid)  # one vectorised pass over all points
+        if len(off):
+            i = int(off[0])
+            check_on_grid(xs[i], self.grid, what=names[i] if names else f"point {i}")
+
+    def exact_copies_(self, out, xs, copies):
+        from l1cert.splitting import offsets_of, split, template_steps
+
+        steps = self._steps.get(xs.device)
+        if steps is None:
+            steps = self._steps[xs.device] = template_steps(
+                self.template.to(xs.device), self.copies, self.grid
+            )
+        offsets = offsets_of(steps, copies, self.copies, self.grid, xs.dtype)
+        return out.copy_(split(xs, offsets, self.scale))
+
+    def exact_certificate(self, counts):
+        from l1cert.splitting import dssn_certify
+
+        return dssn_certify(counts, self.grid)
+
+    @classmethod
+    def check_sigma(cls, sigma, grid):
+        from l1cert.splitting import half_width
+
+        super().check_sigma(sigma, grid)
+        half_width(sigma, grid)  # refuses fewer than 2 copies
 
     @classmethod
     def for_model(cls, sigma, grid, input_shape, seed):
@@ -232,7 +307,7 @@ class DSSN(Split):
     def sidecar(self) -> dict:
         from l1cert.splitting import template_sha256
 
-        return {"grid": self.grid, "offsets": self.offsets,
+        return {"grid": self.grid, "copies": self.copies,
                 "template_sha256": template_sha256(self.template)}  # fmt: skip
 
 
@@ -259,3 +334,16 @@ def make_noise(name: str, sigma: float, grid: int | None = None, template=None) 
     """The noise called `name` with standard deviation `sigma` (and, for the noises that use
     them, the dataset's input grid and the model's template); L1CertError on bad input."""
     return noise_class(name)(sigma, grid, template)
+
+
+def noise_of_model(name: str, sigma: float, grid: int, state: dict, trained: str) -> Noise:
+    """The noise `name` a checkpoint's model (trained under noise `trained`) is certified with,
+    from the state the checkpoint keeps (DSSN's template): a key the trained noise does not keep
+    is refused rather than ignored."""
+    kept = noise_class(trained).state_keys
+    extra = sorted(set(state) - set(kept))
+    if extra:
+        raise L1CertError(f"the checkpoint's noise state holds {extra[0]!r}, which {trained} "
+                          f"noise does not keep ({', '.join(kept) or 'nothing'})")  # fmt: skip
+    cls = noise_class(name)
+    return cls(sigma, grid, **{key: state[key] for key in cls.state_keys if key in state})

@@ -1,27 +1,36 @@
-"""The pipeline's command lines and code dependencies, said once for both engines.
+"""The pipeline's jobs, said once for both engines: their commands, what reruns them, their code.
 
 Each step's `l1cert` command is built by one function here from a `Source`: Snakemake's rules
-call it with the experiment's config (values, quoted for the shell), and `dvc_yaml` calls it with
-DVC's `${...}` placeholders, which DVC fills from params.yaml, to write dvc.yaml (`l1cert
-dvc-yaml`; a test checks that the committed file is current). Both engines also take each
-step's code from `code_deps`, the modules its command runs, so they agree on what an edit
-makes stale. Torch-free: Snakemake imports it to build its DAG.
+call it with the experiment's config, and `dvc_yaml` calls it with DVC's `${...}` placeholders,
+which DVC fills from params.yaml, to write dvc.yaml (`l1cert dvc-yaml`; a test checks that the
+committed file is current).
+
+What a job passes and is rerun for comes from the settings' declaration (`l1cert.config`), in
+the job's context (its dataset, training, and the sampling mode its noise takes):
+- a setting that decides the job's result is an option of its command and one of its params:
+  Snakemake's rule params (plain values, which its params trigger compares) and DVC's stage
+  params (which it compares), and `${key}` in DVC's command;
+- a run-only setting (certify's batch and threads, the data root, the loader's workers) is
+  passed by value by Snakemake and read from params.yaml at run time under DVC (`--run-params`),
+  so changing it reruns nothing in either engine.
+Each step's code is the modules that decide its numbers (`l1cert.provenance.stage_code`).
+DVC's stages group the jobs whose params are the same list (a type2 training has its own
+settings, an exact noise none of the sampling ones); dvc.yaml names the grid's noises and
+trainings, its σ come from params.yaml. Torch-free: Snakemake imports it to build its DAG.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import shlex
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from l1cert.config import CertifyConfig, TrainConfig, field_schema, section_schema
-from l1cert.provenance import PACKAGE_DIR, command_closure, module_file
+from l1cert.config import CertifyConfig, DataConfig, ReportConfig, TrainConfig
+from l1cert.fields import params_decisions
+from l1cert.layout import MANIFEST, MODEL_DIR, TRAINED, expected_outputs, plot_outputs
+from l1cert.provenance import PACKAGE_DIR, module_file, stage_code
 
-MANIFEST = "results/data/{dataset}.json"
-TRAINED = "{noise}-{training}-s{sigma}"
+PARAMS = "params.yaml"  # what DVC's stages read (`--run-params`, `--experiment`)
 TRAIN_OUTS = ("model.pt", "train-log.csv", "metrics.json")  # metrics: an output, not a DVC metric
 
 
@@ -29,59 +38,105 @@ TRAIN_OUTS = ("model.pt", "train-log.csv", "metrics.json")  # metrics: an output
 class Source:
     """Where a command takes its settings: the experiment's `config` itself (Snakemake), or,
     with `dvc`, `${key}` placeholders that DVC fills from params.yaml (the structure of the
-    command, such as sequential sampling's radii, still follows `config`)."""
+    jobs, such as which settings decide them, still follows `config`)."""
 
     config: dict
     dvc: bool = False
 
     def value(self, key: str) -> str:
         """The setting at dotted `key` (certify.n), as one shell word."""
-        return "${" + key + "}" if self.dvc else shlex.quote(str(self._at(key)))
-
-    def section(self, key: str, **override) -> str:
-        """A whole params section as options (--batch_size 64 --type2.norm linf), spelled as
-        DVC's dict unpacking writes it; lists become repeated options (.dvc/config's
-        `parsing.list: append`). `override` replaces keys of the section (Snakemake only)."""
-        return "${" + key + "}" if self.dvc else cli_options({**self._at(key), **override})
-
-    def _at(self, key: str):
-        node = self.config
-        for part in key.split("."):
-            node = node[part]
-        return node
+        return "${" + key + "}" if self.dvc else shlex.quote(str(lookup(self.config, key)))
 
     def path(self, path: str) -> str:
         return path if self.dvc else shlex.quote(str(path))
 
 
-def cli_options(section: dict, prefix: str = "") -> str:
-    """A params section as `l1cert` options, as DVC's `${section}` writes them."""
-    options = []
-    for key, value in section.items():
-        if isinstance(value, dict):
-            options.append(cli_options(value, f"{prefix}{key}."))
-        elif isinstance(value, list):
-            options += [f"--{prefix}{key} {shlex.quote(str(v))}" for v in value]
-        else:
-            options.append(f"--{prefix}{key} {shlex.quote(str(value))}")
-    return " ".join(o for o in options if o)
+def lookup(config: dict, key: str):
+    """The value at dotted `key`; KeyError if the params do not hold it."""
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(key)
+        node = node[part]
+    return node
 
 
-def _data(src: Source) -> str:
-    # double quotes for both engines: the schema keeps quotes, `$` and backslashes out of it
-    root = "${data.root}" if src.dvc else src.config["data"]["root"]
-    return f'--root "{root}" --image-size {src.value("data.image_size")}'
+def _has(config: dict, key: str) -> bool:
+    try:
+        lookup(config, key)
+    except KeyError:
+        return False
+    return True
 
 
-def data_command(src: Source, dataset: str, manifest: str) -> str:
-    return f"l1cert data --dataset {dataset} {_data(src)} --manifest {src.path(manifest)}"
+# --- what each job passes and is rerun for ---------------------------------------------------
 
 
-def train_command(src, dataset, noise, sigma, training, threads, out) -> str:
+def noise_mode(config: dict, noise: str):
+    """The sampling mode a certify job of `noise` takes under this experiment."""
+    from l1cert.noise import noise_class
+    from l1cert.sampling import mode_for
+
+    return mode_for(noise_class(noise), config.get("certify", {}).get("sampling"))
+
+
+def job_settings(config: dict, stage: str, noise=None, training=None):
+    """(option, params key, decides) of every setting in the params that a job of `stage`
+    takes; a setting missing from the params takes its default and is not passed."""
+    dataset = config["dataset"]
+    if stage == "data":
+        found = params_decisions(DataConfig, dataset=dataset)
+    elif stage == "train":
+        found = params_decisions(TrainConfig, dataset=dataset, training=training)
+        found += params_decisions(DataConfig, dataset=dataset)
+    elif stage == "certify":
+        takes = noise_mode(config, noise).takes
+        found = params_decisions(CertifyConfig, dataset=dataset, takes=takes)
+        found += params_decisions(DataConfig, dataset=dataset)
+    elif stage == "report":
+        found = params_decisions(ReportConfig)
+    else:
+        raise KeyError(stage)
+    return [(option, key, decides) for option, key, decides in found if _has(config, key)]
+
+
+def decides(config: dict, stage: str, noise=None, training=None) -> dict:
+    """{params key: value} of what decides a job's result: Snakemake's rule params (its params
+    trigger reruns a job when one changes); their keys are DVC's stage params."""
+    return {
+        key: lookup(config, key)
+        for _, key, deciding in job_settings(config, stage, noise, training)
+        if deciding
+    }
+
+
+def _options(src: Source, stage: str, noise=None, training=None) -> str:
+    """A job's settings as options: deciding ones by value or as `${key}`, run-only ones by
+    value (Snakemake) or read from params.yaml at run time (DVC)."""
+    settings = job_settings(src.config, stage, noise, training)
+    parts = [
+        f"--{option.replace('_', '-')} {src.value(key)}"
+        for option, key, deciding in settings
+        if deciding or not src.dvc
+    ]
+    if src.dvc and not all(deciding for _, _, deciding in settings):
+        parts.append(f"--run-params {PARAMS}")
+    return " ".join(parts)
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def data_command(src: Source, manifest: str) -> str:
+    return f"l1cert data {_options(src, 'data')} --manifest {src.path(manifest)}"
+
+
+def train_command(src: Source, noise, sigma, training, out, written=None) -> str:
+    """`training` decides the options (its objective's section); `written`, what the command
+    says after --training (DVC: ${item.training} for a group whose options are the same)."""
     return (
-        f"l1cert train --dataset {dataset} {src.section('train')} --noise {noise} "
-        f"--sigma {sigma} --training {training} {_data(src)} --device auto "
-        f"--threads {threads} --out {src.path(out)}"
+        f"l1cert train {_options(src, 'train', training=training)} --noise {noise} "
+        f"--sigma {sigma} --training {written or training} --device auto --out {src.path(out)}"
     )
 
 
@@ -90,20 +145,11 @@ def import_command(src: Source, entry: str, dataset: str, out: str) -> str:
     return f"l1cert import {entry} --dataset {dataset} --out {src.path(out)}"
 
 
-def certify_command(src: Source, model: str, shard: str, threads, out: str) -> str:
-    """Sequential sampling decides the report's radii: only then do they enter the command
-    (DVC: as params.yaml says when dvc.yaml is written), so a fixed run is not redone when only
-    the report radii change. `shard` is k/K; the shard list goes along as 1..K (Snakemake's
-    scatter count may override certify.shards)."""
-    radii = f" --radii {src.value('report.radii')}" if _sequential(src) else ""
-    if src.dvc:  # DVC passes certify.shards itself, which the schema keeps 1..K
-        section = src.section("certify")
-    else:
-        total = int(shard.rsplit("/", 1)[1])
-        section = src.section("certify", shards=list(range(1, total + 1)))
+def certify_command(src: Source, model: str, noise: str, shard: str, out: str) -> str:
+    """`shard` is k/K."""
     return (
-        f"l1cert certify --model {src.path(model)} {section} --from-params --shard {shard}{radii} "
-        f"{_data(src)} --device auto --threads {threads} --out {src.path(out)}"
+        f"l1cert certify --model {src.path(model)} {_options(src, 'certify', noise)} "
+        f"--shard {shard} --device auto --out {src.path(out)}"
     )
 
 
@@ -115,9 +161,17 @@ def report_command(src: Source, inputs: str, out_dir: str, metrics: str) -> str:
     """`inputs`: the merged files (Snakemake), or for DVC `--experiment params.yaml`: exactly
     the grid's and models' files, which DVC's templating cannot list."""
     return (
-        f"l1cert report {inputs} --out-dir {src.path(out_dir)} --radii "
-        f"{src.value('report.radii')} --metrics {src.path(metrics)}"
+        f"l1cert report {inputs} {_options(src, 'report')} --out-dir {src.path(out_dir)} "
+        f"--metrics {src.path(metrics)}"
     )
+
+
+def entry_options(entry: dict) -> str:
+    """A `models:` entry as options (--name ... --path ...), as DVC's `${item}` writes it."""
+    return " ".join(f"--{key} {shlex.quote(str(value))}" for key, value in entry.items())
+
+
+# --- the experiment's models -----------------------------------------------------------------
 
 
 def trained_names(grid: dict) -> list[str]:
@@ -129,13 +183,25 @@ def trained_names(grid: dict) -> list[str]:
     ]  # fmt: skip
 
 
+def model_noises(params: dict) -> dict[str, str]:
+    """{model name: its noise} of every model of an experiment, the grid's and the imported
+    ones (named by their entry)."""
+    grid = params["grid"]
+    found = {
+        TRAINED.format(noise=n, training=t, sigma=s): n
+        for n in grid["noises"] for t in grid["trainings"] for s in grid["sigmas"]
+    }  # fmt: skip
+    found.update({e["name"]: e["noise"] for e in params.get("models") or []})
+    return found
+
+
 def model_names(params: dict) -> list[str]:
-    """Every model of an experiment: the grid's and the imported ones (named by their entry)."""
-    return trained_names(params["grid"]) + [e["name"] for e in params.get("models") or []]
+    return list(model_noises(params))
 
 
 def merged_files(params_path: str | Path, root: str | Path = "results/certify") -> list[Path]:
-    """The merged certify file of every model of the experiment in `params_path`."""
+    """The merged certify file of every model of the experiment in `params_path`; one line
+    naming the first that is missing."""
     import yaml
 
     from l1cert.utils import L1CertError
@@ -145,137 +211,45 @@ def merged_files(params_path: str | Path, root: str | Path = "results/certify") 
         dataset, names = params["dataset"], model_names(params)
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as err:
         raise L1CertError(f"--experiment {params_path}: not an experiment ({err})") from None
-    return [Path(root) / str(dataset) / f"{name}.tsv" for name in names]
+    files = [Path(root) / str(dataset) / f"{name}.tsv" for name in names]
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        raise L1CertError(
+            f"--experiment {params_path}: {missing[0]} is missing (with DVC: after changing "
+            "grid.noises, grid.trainings or certify.sampling, rerun `l1cert dvc-yaml`)"
+        )
+    return files
 
 
-def _sequential(src: Source) -> bool:
-    return src.config["certify"]["sampling"] == "sequential"
-
-
-def params_schema(base: str | Path) -> dict:
-    """The params schema: `base` (the hand-written sections) with `train:` and `certify:`
-    generated from TrainConfig and CertifyConfig, and the names (datasets, noises, trainings)
-    from their registries. certify also holds the pipeline's shard list, and sequential
-    sampling needs n to reach its first round."""
-    import yaml
-
-    from l1cert.names import DATASETS, TRAININGS
-    from l1cert.noise import NOISES
-    from l1cert.sequential import FIRST_LOOK
-
-    schema = yaml.safe_load(Path(base).read_text())
-    top, grid = schema["properties"], schema["properties"]["grid"]["properties"]
-    model = top["models"]["items"]["properties"]
-    top["dataset"]["enum"] = list(DATASETS)
-    grid["noises"]["items"]["enum"] = model["noise"]["enum"] = list(NOISES)
-    grid["trainings"]["items"]["enum"] = model["training"]["enum"] = list(TRAININGS)
-    sigma = field_schema(next(f for f in dataclasses.fields(TrainConfig) if f.name == "sigma"))
-    grid["sigmas"]["items"] = {**sigma, "description": grid["sigmas"]["description"]}
-    model["sigma"] = sigma
-    schema["properties"]["train"] = section_schema(TrainConfig)
-    certify = section_schema(CertifyConfig)
-    certify["properties"]["shards"] = schema["$defs"]["shards"]
-    certify["required"].append("shards")  # both engines iterate over it
-    certify["if"] = {"properties": {"sampling": {"const": "sequential"}}}
-    certify["then"] = {"properties": {"n": {"minimum": FIRST_LOOK}}}
-    schema["properties"]["certify"] = certify
-    return schema
-
-
-def coerce_numbers(node, schema: dict):
-    """`node` with the strings that the schema wants as numbers converted (Snakemake's
-    `--config 'grid={"sigmas":[0.5,0.75]}'` passes them as strings); anything else as is, for
-    the schema to judge."""
-    kind = schema.get("type")
-    if isinstance(node, dict) and kind == "object":
-        properties = schema.get("properties", {})
-        return {k: coerce_numbers(v, properties.get(k, {})) for k, v in node.items()}
-    if isinstance(node, list) and kind == "array":
-        return [coerce_numbers(v, schema.get("items", {})) for v in node]
-    if isinstance(node, str) and kind in ("number", "integer"):
-        try:
-            return int(node) if kind == "integer" else float(node)
-        except ValueError:
-            return node
-    return node
-
-
-@functools.cache
-def params_schema_file(base: str | Path) -> str:
-    """`params_schema(base)` written to a temporary YAML file (Snakemake's `validate` takes a
-    path); its absolute path."""
-    import yaml
-
-    text = yaml.safe_dump(params_schema(base), sort_keys=False, allow_unicode=True)
-    handle = tempfile.NamedTemporaryFile(
-        "w", prefix="l1cert-params-schema-", suffix=".yaml", delete=False
-    )
-    with handle:
-        handle.write(text)
-    return str(Path(handle.name).resolve())
-
-
-def describe(config: dict, out: str | Path, results: str | Path = "results") -> str:
-    """Write the landing page of Snakemake's HTML report (reStructuredText): what the
-    experiment is — dataset, grid, models, sampling, n, α, the code — and a warning listing any
-    merged certify file in `results` that this experiment did not make. Returns its path."""
-    from l1cert import __version__
-    from l1cert.provenance import code_digest
-
-    certify, dataset = config["certify"], config["dataset"]
-    expected = {f"{name}.tsv" for name in model_names(config)}
-    found = sorted(p.name for p in (Path(results) / "certify" / str(dataset)).glob("*.tsv"))
-    stray = [name for name in found if name not in expected]
-    grid = config["grid"]
-    lines = [
-        "l1cert experiment",
-        "=================",
-        "",
-        f"- dataset: {dataset}",
-        f"- grid: noises {', '.join(grid['noises'])}; trainings {', '.join(grid['trainings'])}; "
-        f"sigma {', '.join(str(s) for s in grid['sigmas'])}",
-        f"- imported models: {', '.join(e['name'] for e in config.get('models') or []) or 'none'}",
-        f"- certification: {certify['sampling']} sampling, n = {certify['n']}, "
-        f"n0 = {certify['n0']}, alpha = {certify['alpha']}, every {certify['skip']}-th "
-        f"{certify['split']} point, {len(certify['shards'])} shard(s) per model; DSSN models "
-        "are certified exactly",
-        f"- report radii: {config['report']['radii']}",
-        f"- code: l1cert {__version__}, code digest {code_digest()['sha256'][:12]}",
-    ]
-    if stray:
-        lines += ["", ".. warning::", "", "   results/ holds merged certify files not made by "
-                  f"this experiment (its report leaves them out): {', '.join(stray)}"]  # fmt: skip
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text("\n".join(lines) + "\n")
-    return str(Path(out).resolve())
-
-
-def code_deps(command: str, absolute: bool = False) -> list[str]:
-    """The source files `l1cert COMMAND` runs, as paths from the project root (DVC's deps
-    live in the repository), or `absolute`: the files of the l1cert that runs (Snakemake's,
-    wherever the workflow is)."""
+def code_deps(stage: str, absolute: bool = False) -> list[str]:
+    """The source files that decide a stage's results, as paths from the project root (DVC's
+    deps live in the repository), or `absolute`: the files of the l1cert that runs
+    (Snakemake's, wherever the workflow is)."""
     root = PACKAGE_DIR.parents[1]
-    files = [module_file(m) for m in command_closure(command)]
+    files = [module_file(m) for m in stage_code(stage)]
     return [str(f) if absolute else str(f.relative_to(root)) for f in files]
 
 
 # --- dvc.yaml -------------------------------------------------------------------------------
 
 _HEADER = """\
-# Written by `l1cert dvc-yaml` from l1cert.pipeline, which also builds Snakemake's command lines:
-# edit the pipeline there and rerun it (tests/test_workflow.py checks this file is current).
-# The same steps as the Snakefile over params.yaml: Snakemake runs jobs in parallel and on
-# clusters; `dvc repro` rebuilds what changed, one stage at a time, and `dvc push` / `dvc pull`
-# share the results. Each stage's code deps are the modules its command runs. `${train}` and
-# `${certify}` pass whole sections as options (lists repeated: .dvc/config parsing.list append).
-# certify.shards is the list 1..K, so its last item is K. A certify shard grows in partial/
-# (ignored by DVC, see .dvcignore) and is moved onto its outputs when complete.
+# Written by `l1cert dvc-yaml` from params.yaml and l1cert.pipeline, which also builds
+# Snakemake's command lines: edit the pipeline there and rerun it (tests check this file is
+# current). Rerun it too after changing grid.noises, grid.trainings or certify.sampling: stages
+# are grouped by what decides their results (a type2 training has its own settings; an exact
+# noise takes none of the sampling ones), so the grid's noises and trainings are written here;
+# its sigmas and everything else come from params.yaml.
+# Each command names, as ${...}, the settings that decide its result: its params, so editing
+# one reruns the stage. Run-only settings (certify.batch, resources.certify.threads, data.root,
+# train.workers) are read from params.yaml when the stage runs (--run-params): editing them
+# reruns nothing. Each stage's code deps are the modules that decide its numbers.
+# A certify shard grows in partial/ (ignored by DVC, see .dvcignore) and is moved onto its
+# outputs when complete.
 """
 
 
 def dvc_yaml(params: dict) -> str:
-    """dvc.yaml's text for an experiment whose params are `params` (its sampling decides
-    whether certify depends on the report radii)."""
+    """dvc.yaml's text for the experiment whose params are `params`."""
     import yaml
 
     stages = _dvc_stages(Source(params, dvc=True))
@@ -293,89 +267,120 @@ def dvc_yaml(params: dict) -> str:
     return _HEADER + "\n" + body
 
 
-def _dvc_stages(src: Source) -> dict:
-    from l1cert.report import expected_outputs, plot_outputs
+def _groups(values, keys_of) -> list[tuple[str, list]]:
+    """`values` grouped by the params list `keys_of(value)` gives, in order: (name suffix,
+    members); the largest group (the first among equals) has no suffix."""
+    groups: dict[tuple, list] = {}
+    for value in values:
+        groups.setdefault(tuple(keys_of(value)), []).append(value)
+    members = list(groups.values())
+    largest = max(members, key=len) if members else []
+    return [("" if m is largest else "_" + "_".join(m), m) for m in members]
 
-    dataset = "${dataset}"
+
+def _dvc_stages(src: Source) -> dict:
+    config = src.config
+    grid, dataset = config["grid"], "${dataset}"
     manifest = MANIFEST.format(dataset=dataset)
     trained = TRAINED.format(noise="${item.noise}", training="${item.training}",
                              sigma="${item.sigma}")  # fmt: skip
-    grid = {"noise": "${grid.noises}", "training": "${grid.trainings}", "sigma": "${grid.sigmas}"}
-    shards_k = "${certify.shards[-1]}"
-    certify_params = ["data", "certify"] + (["report.radii"] if _sequential(src) else [])
-
-    def certify_stage(model: str, matrix: dict) -> dict:
-        folder = f"results/certify/{dataset}/{model}"
-        out = f"{folder}/shard-${{item.shard}}-of-{shards_k}.tsv"
-        shard = f"${{item.shard}}/{shards_k}"
-        threads = "${resources.certify.threads}"
-        model_file = f"results/models/{dataset}/{model}/model.pt"
-        return {
-            "matrix": {**matrix, "shard": "${certify.shards}"},
-            "cmd": certify_command(src, model_file, shard, threads, out),
-            "deps": [manifest, model_file, *code_deps("certify")],
-            "params": certify_params,
-            "outs": [out, out.removesuffix(".tsv") + ".json"],
+    stages = {
+        "data": {
+            "desc": "Fetch or verify the dataset and write its manifest.",
+            "cmd": data_command(src, manifest),
+            "deps": code_deps("data"),
+            "params": list(decides(config, "data")),
+            "outs": [manifest],
         }
-
-    def merge_stage(model: str) -> dict:
-        folder = f"results/certify/{dataset}/{model}"
-        shards = f"{folder}/shard-*-of-{shards_k}.tsv"
-        return {
-            "cmd": merge_command(src, shards, f"{folder}.tsv"),
-            "deps": [folder, *code_deps("merge")],
-            "params": ["certify.shards"],
-            "outs": [f"{folder}.tsv", f"{folder}.json"],
+    }
+    train_keys = lambda t: decides(config, "train", training=t)  # noqa: E731
+    for suffix, trainings in _groups(grid["trainings"], train_keys):
+        out = f"results/models/{dataset}/{trained}"
+        stages["train" + suffix] = {
+            "desc": f"Train a base classifier per noise and sigma ({', '.join(trainings)}).",
+            "matrix": {
+                "noise": list(grid["noises"]),
+                "training": trainings,
+                "sigma": "${grid.sigmas}",
+            },  # fmt: skip
+            "cmd": train_command(
+                src, "${item.noise}", "${item.sigma}", trainings[0], out, "${item.training}"
+            ),
+            "deps": [manifest, *code_deps("train")],
+            "params": list(decides(config, "train", training=trainings[0])),
+            "outs": [f"{out}/{f}" for f in TRAIN_OUTS],
         }
-
-    imported = "${item.name}"
+    imported = config.get("models") or []
+    noises = list(grid["noises"])
+    for suffix, members in _groups(noises, lambda n: decides(config, "certify", noise=n)):
+        matrix = {"noise": members, "training": list(grid["trainings"]),
+                  "sigma": "${grid.sigmas}"}  # fmt: skip
+        stages["certify" + suffix] = _certify_stage(src, trained, matrix, members[0])
+    if imported:
+        matrix = {"model": "${models}"}
+        stages["certify_imported"] = _certify_stage(src, "${item.model.name}", matrix,
+                                                    imported[0]["noise"])  # fmt: skip
+    merge = _merge_stage(src, trained)
+    stages["merge"] = {
+        "matrix": {
+            "noise": noises,
+            "training": list(grid["trainings"]),
+            "sigma": "${grid.sigmas}",
+        },  # fmt: skip
+        **merge,
+    }
+    if imported:
+        name = "${item.name}"
+        model = f"{MODEL_DIR.format(dataset=dataset, model=name)}/model.pt"
+        stages["import_model"] = {
+            "foreach": "${models}",
+            "do": {
+                "desc": "Convert a released checkpoint into an l1cert model.",
+                "cmd": import_command(src, "${item}", dataset, model),
+                "deps": ["${item.path}", *code_deps("import")],
+                "outs": [model],
+            },
+        }
+        stages["merge_imported"] = {"foreach": "${models}", "do": _merge_stage(src, name)}
     report_files = [str(p) for p in expected_outputs("results", [dataset])]
     plots = [str(p) for p in plot_outputs("results", [dataset])]
     metrics, summary = "results/metrics.json", "results/summary.json"
+    stages["report"] = {
+        "desc": "Tables, figures, captions, plot data and metrics from the merged certificates.",
+        "cmd": report_command(src, f"--experiment {PARAMS}", "results", metrics),
+        "deps": [f"results/certify/{dataset}", *code_deps("report")],
+        "params": ["dataset", "grid", "models", *decides(config, "report")],
+        "outs": [f for f in report_files if f not in plots and f != summary],
+        "plots": [_plot(p) for p in plots],
+        "metrics": [summary],
+    }
+    return stages
+
+
+def _certify_stage(src: Source, model: str, matrix: dict, noise: str) -> dict:
+    dataset = "${dataset}"
+    shards_k = "${certify.shards[-1]}"
+    folder = f"results/certify/{dataset}/{model}"
+    out = f"{folder}/shard-${{item.shard}}-of-{shards_k}.tsv"
+    model_file = f"{MODEL_DIR.format(dataset=dataset, model=model)}/model.pt"
     return {
-        "data": {
-            "cmd": data_command(src, dataset, manifest),
-            "deps": code_deps("data"),
-            "params": ["dataset", "data"],
-            "outs": [manifest],
-        },
-        "train": {
-            "matrix": grid,
-            "cmd": train_command(
-                src,
-                dataset,
-                "${item.noise}",
-                "${item.sigma}",
-                "${item.training}",
-                "${resources.train.threads}",
-                f"results/models/{dataset}/{trained}",
-            ),  # fmt: skip
-            "deps": [manifest, *code_deps("train")],
-            "params": ["dataset", "data", "train"],
-            "outs": [f"results/models/{dataset}/{trained}/{f}" for f in TRAIN_OUTS],
-        },
-        "import_model": {
-            "foreach": "${models}",
-            "do": {
-                "cmd": import_command(
-                    src, "${item}", dataset, f"results/models/{dataset}/{imported}/model.pt"
-                ),
-                "deps": ["${item.path}", *code_deps("import")],
-                "outs": [f"results/models/{dataset}/{imported}/model.pt"],
-            },
-        },  # fmt: skip
-        "certify": certify_stage(trained, grid),
-        "certify_imported": certify_stage("${item.model.name}", {"model": "${models}"}),
-        "merge": {"matrix": grid, **merge_stage(trained)},
-        "merge_imported": {"foreach": "${models}", "do": merge_stage(imported)},
-        "report": {
-            "cmd": report_command(src, "--experiment params.yaml", "results", metrics),
-            "deps": [f"results/certify/{dataset}", *code_deps("report")],
-            "params": ["dataset", "grid", "models", "report"],
-            "outs": [f for f in report_files if f not in plots and f != summary],
-            "plots": [_plot(p) for p in plots],
-            "metrics": [summary],
-        },
+        "desc": "Certify one shard of a model's test points.",
+        "matrix": {**matrix, "shard": "${certify.shards}"},
+        "cmd": certify_command(src, model_file, noise, f"${{item.shard}}/{shards_k}", out),
+        "deps": [MANIFEST.format(dataset=dataset), model_file, *code_deps("certify")],
+        "params": list(decides(src.config, "certify", noise=noise)),
+        "outs": [out, out.removesuffix(".tsv") + ".json"],
+    }
+
+
+def _merge_stage(src: Source, model: str) -> dict:
+    folder = f"results/certify/${{dataset}}/{model}"
+    shards = f"{folder}/shard-*-of-${{certify.shards[-1]}}.tsv"
+    return {
+        "desc": "Merge a model's certify shards into one file.",
+        "cmd": merge_command(src, shards, f"{folder}.tsv"),
+        "deps": [folder, *code_deps("merge")],
+        "outs": [f"{folder}.tsv", f"{folder}.json"],
     }
 
 

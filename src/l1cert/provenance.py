@@ -1,10 +1,12 @@
-"""Which code made a result: a module's import closure within l1cert, and a digest of it.
+"""Which code decides a result: each pipeline stage's modules, and a digest of them.
 
-DVC stages depend on the closure of the command they run (tests/test_workflow.py checks
-dvc.yaml against it), and a certify sidecar records the digest of the code that decides its
-rows' numbers (`ROW_CODE`), so a resume or merge under other code is refused instead of mixing
-versions.
-Torch-free: it reads source files, it imports nothing.
+A stage's code is the import closure of the module that does its work (`STAGE_MODULES`), less
+the plumbing (`PLUMBING`: modules that parse options, declare settings, check, lock, move or
+describe files and print messages, and decide no number). Both engines take a stage's code as
+its dependencies (Snakemake's inputs, DVC's deps), so a help text or a message edited reruns
+nothing, and a certify sidecar records the digest of the certify stage's code, so a resume or
+merge under other code is refused instead of mixing versions. Torch-free: it reads source files,
+it imports nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
-import keyword
 from pathlib import Path
 
 from l1cert import __version__
@@ -27,9 +28,24 @@ def module_file(module: str) -> Path:
 
 
 def _imports(path: Path, top_level_only: bool) -> set[str]:
-    """The l1cert modules a file imports (anywhere in it, or at module level only)."""
+    """The l1cert modules a file imports (anywhere in it, or at module level only); imports
+    made only for type checkers (`if TYPE_CHECKING:`) run nothing and do not count."""
     tree = ast.parse(path.read_text())
-    return _imported(tree.body if top_level_only else ast.walk(tree))
+    nodes = tree.body if top_level_only else ast.walk(_without_type_checking(tree))
+    return _imported(nodes)
+
+
+def _without_type_checking(tree: ast.Module) -> ast.Module:
+    for node in ast.walk(tree):
+        for name in ("body", "orelse"):
+            block = getattr(node, name, None)
+            if isinstance(block, list):
+                setattr(node, name, [n for n in block if not _type_checking(n)])
+    return tree
+
+
+def _type_checking(node) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
 def _imported(nodes) -> set[str]:
@@ -50,54 +66,58 @@ def _imported(nodes) -> set[str]:
 
 
 @functools.cache
-def import_closure(module: str) -> tuple[str, ...]:
-    """Every l1cert module that running `module` may import, itself and the package included.
+def import_closure(module: str, stop: frozenset[str] = frozenset()) -> tuple[str, ...]:
+    """Every l1cert module that running `module` may import, itself and the package included;
+    modules in `stop` are neither included nor followed.
 
     Imports inside functions count too (l1cert imports torch-heavy modules where they are used).
     """
     seen, todo = {"l1cert"}, [module]
     while todo:
         name = todo.pop()
-        if name in seen:
+        if name in seen or name in stop:
             continue
         seen.add(name)
         todo.extend(_imports(module_file(name), top_level_only=False) - seen)
     return tuple(sorted(seen))
 
 
-def command_closure(command: str) -> tuple[str, ...]:
-    """The modules `l1cert COMMAND` runs: the CLI's module-level imports plus the closure of
-    the library modules that the command's function imports."""
-    cli = module_file("l1cert.cli")
-    tree = ast.parse(cli.read_text())
-    # a command named by a Python keyword (`import`) is a function with a trailing underscore
-    name = command + "_" if keyword.iskeyword(command) else command
-    function = next(
-        (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name), None
-    )
-    if function is None:
-        raise KeyError(f"l1cert has no command {command!r}")
-    entry = {"l1cert.cli"} | _imports(cli, top_level_only=True) | _imported(ast.walk(function))
-    modules = set()
-    for name in entry:
-        modules.update(import_closure(name) if name != "l1cert.cli" else (name,))
-    return tuple(sorted(modules))
+# The module that does each pipeline stage's work.
+STAGE_MODULES = {
+    "data": "l1cert.data",
+    "train": "l1cert.train",
+    "import": "l1cert.foreign",
+    "certify": "l1cert.certify",
+    "merge": "l1cert.merge",
+    "report": "l1cert.report",
+}
+# Modules that decide no number of any result: the command line, the settings' declaration and
+# its machinery (their values reach each job as its params), checks that refuse rows, the
+# resume and publish protocols, names and small helpers, and this bookkeeping.
+PLUMBING = frozenset(
+    f"l1cert.{name}"
+    for name in (
+        "cli",
+        "config",
+        "names",
+        "pipeline",
+        "provenance",
+        "rederive",
+        "resume",
+        "transaction",
+        "utils",
+    )  # fmt: skip
+)
 
 
-# The modules that decide a certify row's numbers: the noises and their certificates, the
-# statistics, the smoothed classifier and its forward pass, the sampling modes, which points a
-# shard takes and how they are seeded, the model and the data. Not the resume, publish and merge
-# plumbing or the messages around them: editing those keeps partial files resumable.
-ROW_CODE = (
-    "l1cert.certificates", "l1cert.data", "l1cert.forward", "l1cert.models", "l1cert.noise",
-    "l1cert.points", "l1cert.sampling", "l1cert.sequential", "l1cert.smoothing",
-    "l1cert.splitting", "l1cert.stats",
-)  # fmt: skip
+def stage_code(stage: str) -> tuple[str, ...]:
+    """The modules that decide a stage's results (see the module docstring)."""
+    return tuple(m for m in import_closure(STAGE_MODULES[stage], PLUMBING) if m != "l1cert")
 
 
-def code_digest(modules: tuple[str, ...] = ROW_CODE) -> dict:
-    """{'version', 'sha256'}: the package version and a digest of the source of `modules`."""
+def code_digest(stage: str = "certify") -> dict:
+    """{'version', 'sha256'}: the package version and a digest of the stage's code."""
     digest = hashlib.sha256()
-    for name in sorted(modules):
+    for name in sorted(stage_code(stage)):
         digest.update(name.encode() + b"\0" + module_file(name).read_bytes() + b"\0")
     return {"version": __version__, "sha256": digest.hexdigest()}

@@ -17,6 +17,7 @@ an `L1CertError` naming the file.
 from __future__ import annotations
 
 import os
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def _one_line(err: Exception) -> str:
 def _load(path: Path) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
-    except ValueError as err:  # numpy's words for a pickled object array, or a bad header
+    except (ValueError, SyntaxError, tokenize.TokenError) as err:  # a pickle, a bad header
         raise L1CertError(f"{path}: not a plain numpy array file ({_one_line(err)})") from err
     except (OSError, EOFError) as err:
         raise L1CertError(f"{path}: cannot be read as a .npy file ({_one_line(err)})") from err
@@ -71,21 +72,28 @@ def _vector(path: Path) -> np.ndarray:
     return array
 
 
-def _classes(path: Path, array: np.ndarray, lowest: int) -> np.ndarray:
-    """Integer classes ≥ `lowest`; floats are accepted when every value is an integer."""
-    if array.dtype.kind in "iu":
-        classes = array.astype(np.int64)
-    elif array.dtype.kind == "f" and np.all(np.isfinite(array) & (array == np.round(array))):
-        classes = array.astype(np.int64)
-    else:
+def _classes(path: Path, array: np.ndarray, lowest: int, num_classes: int | None) -> np.ndarray:
+    """Integer classes in [lowest, num_classes) (no upper end where the class count is not
+    known); floats are accepted when every value is an integer."""
+    high = num_classes if num_classes is not None else 2**62
+    kind = array.dtype.kind
+    if not (
+        kind in "iu" or (kind == "f" and np.all(np.isfinite(array) & (array == np.round(array))))
+    ):
         raise L1CertError(f"{path}: classes must be integers, got dtype {array.dtype}")
-    if classes.size and classes.min() < lowest:
-        raise L1CertError(f"{path}: a class below {lowest} ({classes.min()})")
+    if array.size and array.max() >= high:
+        raise L1CertError(f"{path}: a class of {high} or more ({array.max()})")
+    if array.size and array.min() < lowest:
+        raise L1CertError(f"{path}: a class below {lowest} ({array.min()})")
+    classes = array.astype(np.int64)
     return classes
 
 
-def read_published(directory: str | os.PathLike) -> PublishedResults:
-    """Read and check one published result directory (see the module docstring)."""
+def read_published(
+    directory: str | os.PathLike, num_classes: int | None = None
+) -> PublishedResults:
+    """Read and check one published result directory (see the module docstring); classes must
+    lie in [0, num_classes) where it is given."""
     directory = Path(directory)
     if not directory.is_dir():
         raise L1CertError(f"{directory}: not a directory of published certificates")
@@ -97,7 +105,7 @@ def read_published(directory: str | os.PathLike) -> PublishedResults:
         which = "both" if has_predicted else "neither"
         raise L1CertError(f"{directory}: {which} of {PREDICTED} and {SCORES}; need exactly one")
 
-    labels = _classes(directory / LABELS, _vector(directory / LABELS), lowest=0)
+    labels = _classes(directory / LABELS, _vector(directory / LABELS), 0, num_classes)
     if len(labels) == 0:
         raise L1CertError(f"{directory}: no entries ({LABELS} is empty)")
     radius_path = directory / RADIUS
@@ -108,11 +116,15 @@ def read_published(directory: str | os.PathLike) -> PublishedResults:
 
     if has_predicted:
         predict_path = directory / PREDICTED
-        predict = _classes(predict_path, _vector(predict_path), lowest=-1)
+        predict = _classes(predict_path, _vector(predict_path), -1, num_classes)
     else:
         predict_path = directory / SCORES
         scores = _load(predict_path)
-        if scores.ndim != 2 or scores.shape[1] < 1:
+        if (
+            scores.ndim != 2
+            or scores.shape[1] < 1
+            or (num_classes is not None and scores.shape[1] != num_classes)
+        ):
             raise L1CertError(
                 f"{predict_path}: expected scores (images, classes), got {scores.shape}"
             )

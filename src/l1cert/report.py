@@ -16,30 +16,29 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from l1cert import transaction
 from l1cert.analysis import (
-    CertifiedRun,
     Envelope,
     Row,
     accuracy_rows,
     all_bounds,
     average_certified_radius,
     envelopes,
-    log,
-    log_reads,
     radius_grid,
-    read_all,
     settings_text,
 )
 from l1cert.certificates import BOUNDS, curve_methods, panel_methods
 from l1cert.certify_format import sidecar_path
-from l1cert.names import DEFAULT_RADII, check_plain_name
-from l1cert.utils import L1CertError, same_file, umask
+from l1cert.config import ReportConfig
+from l1cert.layout import TABLES, expected_outputs
+from l1cert.names import check_plain_name
+from l1cert.runs import CertifiedRun, Naming, log, log_reads, read_runs
+from l1cert.utils import L1CertError, parse_radii, same_file, umask
 
 # What names one curve (a model under one bound) in the tables and plot data.
 CURVE_IDENTITY = ("dataset", "model", "noise", "training", "sigma", "bound")
@@ -63,7 +62,8 @@ COST = ("passes_mean", "passes_total", "certify_seconds", "train_seconds")
 def accuracy_table(rows: Sequence[Row], radii: Sequence[float]):
     """(header, machine rows, display rows); display shows percentages. Every row carries its
     cost (`Row.cost`) beside its accuracy."""
-    header = [*CURVE_IDENTITY, "points", "clean_accuracy", "abstention_rate", "acr"]
+    header = [*CURVE_IDENTITY, "points", "total_points", "clean_accuracy", "abstention_rate",
+              "acr"]  # fmt: skip
     header += [f"r={_radius_label(r)}" for r in radii] + list(COST)
     machine, display = [], []
     for row in rows:
@@ -76,6 +76,7 @@ def accuracy_table(rows: Sequence[Row], radii: Sequence[float]):
             "" if run.sigma is None else f"{run.sigma:g}",
             row.bound,
             str(run.points),
+            str(run.total_points if run.total_points is not None else run.points),
         ]
         stats = [row.clean_accuracy, row.abstention_rate]
         cost = [row.cost[c] for c in COST]
@@ -294,36 +295,6 @@ def captions(
 
 # --- outputs ------------------------------------------------------------------------------
 
-TABLES = ("certified-accuracy", "envelope")
-FIGURES = ("bound-comparison", "radius-vs-pa")
-DATASET_FIGURES = ("certified-accuracy", "comparison", "envelope", "cost")
-
-
-def expected_outputs(
-    out_dir: str | Path, datasets: Iterable[str], metrics: str | Path | None = None
-) -> list[Path]:
-    """Every file `build_report` writes for these datasets (for declaring pipeline outputs)."""
-    out = Path(out_dir)
-    datasets = sorted(set(datasets))
-    figures = [*FIGURES, *(f"{d}-{f}" for d in datasets for f in DATASET_FIGURES)]
-    files = [out / "tables" / f"{t}.{ext}" for t in TABLES for ext in ("csv", "md", "tex")]
-    files += [out / "figures" / f"{f}.{ext}" for f in figures for ext in ("png", "pdf")]
-    files += [out / "captions" / f"{name}.rst" for name in (*TABLES, *figures)]
-    files += [out / "plots" / "certified-accuracy.csv"]
-    files += [out / "plots" / f"{d}-{b}.csv" for d in datasets for b in all_bounds()]
-    files.append(out / "summary.json")
-    files.append(Path(metrics) if metrics else out / "metrics.json")
-    return files
-
-
-def plot_outputs(out_dir: str | Path, datasets: Iterable[str]) -> list[Path]:
-    """Of `expected_outputs`, what DVC shows as plots: the PNG figures, and the long plot data
-    (certified accuracy against radius of every model and bound), which renders offline with
-    the page in workflow/plots/ (.dvc/config)."""
-    out, datasets = Path(out_dir), sorted(set(datasets))
-    figures = [p for p in expected_outputs(out, datasets) if p.suffix == ".png"]
-    return figures + [out / "plots" / "certified-accuracy.csv"]
-
 
 def metrics(rows: Sequence[Row], radii: Sequence[float]) -> dict:
     """{'<dataset>/<model>/<bound>': {points, clean_accuracy, abstention_rate, acr,
@@ -413,28 +384,29 @@ STAGING = ".report-staging-"
 def build_report(
     paths: Sequence[str | Path],
     out_dir: str | Path,
-    radii: Sequence[float] = DEFAULT_RADII,
+    config: ReportConfig | None = None,
     metrics_path: str | Path | None = None,
-    fig6_sigma: float = 0.5,
-    dataset: str | None = None,
-    label: str | None = None,
-    bound: str | None = None,
-    cost_radius: float = 0.5,
+    naming: Naming | None = None,
+    partial: bool = False,
 ) -> list[Path]:
     """Tables, figures, plot data, captions and metrics from certify files; returns paths.
 
-    `dataset` and `label` name Cohen et al.'s six-column files and published result
-    directories (rs4a's layout), whose radii are those of `bound` (see `l1cert.analysis`).
+    `config`: the radii of the tables and metrics, and the figures' settings (ReportConfig).
+    `naming` names Cohen et al.'s six-column files and published result directories (rs4a's
+    layout), whose radii are those of its `bound` (see `l1cert.runs`); `partial` accepts
+    shards and files missing points, which every caption then says.
     A report is published as one transaction (`l1cert.transaction`) under the out dir's lock:
     a report killed while publishing is finished by the next one, so readers find the old
     report or the new one, never a mix. Every input is read and every output path checked
     (plain names, inside the out dir, none of them an input) before anything is written.
     """
-    radii = check_radii(radii)
-    if not (math.isfinite(fig6_sigma) and fig6_sigma > 0):
-        raise L1CertError(f"--fig6-sigma must be a positive number, got {fig6_sigma}")
-    if not (math.isfinite(cost_radius) and cost_radius >= 0):
-        raise L1CertError(f"--cost-radius must be a non-negative number, got {cost_radius}")
+    config, naming = config or ReportConfig(), naming or Naming()
+    config.validate()
+    radii, fig6_sigma, cost_radius = (
+        parse_radii(config.radii),
+        config.fig6_sigma,
+        config.cost_radius,
+    )
     out = Path(out_dir)
     metrics_file = Path(metrics_path) if metrics_path else out / "metrics.json"
     for target in (out, metrics_file.parent):
@@ -443,7 +415,7 @@ def build_report(
     if metrics_file.is_dir():
         raise L1CertError(f"--metrics {metrics_file} is a directory, not a file")
     recover(out)  # a report killed while publishing is finished before anything else
-    runs = read_all(paths, dataset, label, bound, quiet=True)
+    runs = read_runs(paths, naming, partial, quiet=True)
     datasets = sorted({r.dataset for r in runs})
     for name in datasets:  # read_all checked them; this function builds paths from them
         check_plain_name("dataset", name)
@@ -552,28 +524,19 @@ def _vetter(out: Path):
     the metrics file) moved inside `out` (or onto that metrics file), and staging folders."""
 
     def staged_in_out(path: Path) -> bool:
-        rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(out))
+        rel = path.relative_to(os.path.abspath(out))
         return rel.parts[0].startswith(STAGING) and len(rel.parts) > 1
 
-    def vet(pairs, cleanup) -> None:
-        for source, target in pairs:
-            beside = source.parent == target.parent and source.name.startswith(
-                f".{target.name}{STAGING}"
-            )
-            ok = beside or (_under(out, source) and staged_in_out(source) and inside(out, target))
-            if not ok:
-                raise L1CertError(
-                    f"pending journal {out / JOURNAL} moves {source} onto {target}, which no "
-                    "report does; check the files and remove the journal by hand"
-                )
-        for folder in cleanup:
-            if not (_under(out, folder) and folder.name.startswith(STAGING)):
-                raise L1CertError(
-                    f"pending journal {out / JOURNAL} removes {folder}, which no report does; "
-                    "check the files and remove the journal by hand"
-                )
+    def moves(source: Path, target: Path) -> bool:
+        beside = source.parent == target.parent and source.name.startswith(
+            f".{target.name}{STAGING}"
+        )
+        return beside or (_under(out, source) and staged_in_out(source) and inside(out, target))
 
-    return vet
+    def removes(folder: Path) -> bool:
+        return _under(out, folder) and folder.name.startswith(STAGING)
+
+    return transaction.vetter(out / JOURNAL, moves, removes)
 
 
 def _under(out: Path, path: Path) -> bool:
@@ -650,10 +613,3 @@ def _render(
     for name in (*TABLES, *figure_files):
         write(f"captions/{name}.rst", caption[name] + "\n")
     return written
-
-
-def check_radii(radii: Iterable[float]) -> list[float]:
-    radii = sorted({float(r) for r in radii})
-    if not radii or any(r < 0 or not math.isfinite(r) for r in radii):
-        raise L1CertError("--radii must be finite non-negative numbers")
-    return radii

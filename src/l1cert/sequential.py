@@ -17,8 +17,8 @@ carried to the cap: what matters is the bucket the cap could still reach, and of
 those seen are already fixed.
 
 A point stops when, for every bound of its noise, the radius from the lower ends and the radius
-from the upper ends fall in the same bucket of the report grid (below R_1, abstain included, is a
-bucket), or at the last look. Report the radii of `radii(...)` at the stopping look.
+from the upper ends fall in the same bucket of the report's radii (below R_1, abstain included, is
+a bucket), or at the last look. Report the radii of `bound_radii(...)` at the stopping look.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class Ends(NamedTuple):
     pb_lower: np.ndarray
 
 
-def bounds(
+def ends(
     count_a,
     count_b,
     look,
@@ -96,7 +96,8 @@ def bounds(
     upper_alpha: float = UPPER_ALPHA,
     project: bool = True,
 ) -> Ends:
-    """The bounds after looks_[look] draws (vectorised over points; `look` may be an array).
+    """The ends of the confidence intervals after looks_[look] draws (vectorised over points;
+    `look` may be an array).
 
     With two classes p_B = 1 − p_A: teng_multiclass uses p̲A at the full level and p̄B = 1 − p̲A.
     With K > 2, as in fixed-n CERTIFY, α is split: p̲A at α/2 and each other class at
@@ -152,37 +153,38 @@ def _lower_ends_at_cap(count_a, count_b, cap, a, num_classes):
     return _joint(count_a, count_b, cap, a, num_classes)
 
 
-def radius_and_validity(bound: str, noise: str, scale: float, pa, pb):
-    """The radius of `bound` and whether its condition holds (p̲A > 1/2, or p̲A > p̄B)."""
+def radius_and_validity(bound: str, noise: str, scale: float, pa, pb, points=None):
+    """The radius of `bound` and whether its condition holds (p̲A > 1/2, or p̲A > p̄B);
+    `points` (points, d): the inputs, for the bounds that need them (the box bounds)."""
     entry = certificates.check_bound(bound, noise)
-    return certificates.radius(bound, noise, scale, pa, pb), entry.valid(pa, pb)
+    return certificates.radius(bound, noise, scale, pa, pb, points), entry.valid(pa, pb)
 
 
-def bucket(bound: str, noise: str, scale: float, pa, pb, grid) -> np.ndarray:
-    """How many grid radii R_j the bound certifies (0: below R_1 or abstain)."""
-    r, valid = radius_and_validity(bound, noise, scale, pa, pb)
-    grid = np.asarray(grid, dtype=float)
-    certified = valid[..., None] & (np.asarray(r)[..., None] >= grid)
+def bucket(bound: str, noise: str, scale: float, pa, pb, radii, points=None) -> np.ndarray:
+    """How many of the report's radii R_j the bound certifies (0: below R_1 or abstain)."""
+    r, valid = radius_and_validity(bound, noise, scale, pa, pb, points)
+    radii = np.asarray(radii, dtype=float)
+    certified = valid[..., None] & (np.asarray(r)[..., None] >= radii)
     return certified.sum(axis=-1)
 
 
-def radii(b: Ends, noise: str, scale: float) -> dict[str, np.ndarray]:
+def bound_radii(b: Ends, noise: str, scale: float, points=None) -> dict[str, np.ndarray]:
     """{bound: radius} from the lower ends: what a point reports at its stopping look.
 
     teng_multiclass is given wherever p̲A > p̄B, also when p̲A ≤ 1/2 (Theorem 1).
     """
     return {
-        name: radius_and_validity(name, noise, scale, *_lower_ends(name, b))[0]
+        name: radius_and_validity(name, noise, scale, *lower_ends(name, b), points)[0]
         for name in _bound_names(noise)
     }
 
 
-def decided(b: Ends, noise: str, scale: float, grid) -> np.ndarray:
+def decided(b: Ends, noise: str, scale: float, radii, points=None) -> np.ndarray:
     """True where, for every bound of the noise, both ends of the bounds share a bucket."""
     done = np.ones(np.shape(b.pa_lower), dtype=bool)
     for name in _bound_names(noise):
-        low = bucket(name, noise, scale, *_lower_ends(name, b), grid)
-        high = bucket(name, noise, scale, *_upper_ends(name, b), grid)
+        low = bucket(name, noise, scale, *lower_ends(name, b), radii, points)
+        high = bucket(name, noise, scale, *_upper_ends(name, b), radii, points)
         done &= low == high
     return done
 
@@ -196,18 +198,20 @@ def step(
     num_classes: int,
     noise: str,
     scale: float,
-    grid,
+    radii,
+    points=None,
     **levels,
 ) -> tuple[Ends, np.ndarray]:
     """Bounds after looks_[look] draws and whether each point stops there (decided or at cap).
 
     count_a, count_b: votes for ĉA and the runner-up among the estimation draws so far
-    (selection draws excluded); `look` may be an array (one per point). `levels`: last_share,
-    upper_alpha, project of `bounds`.
+    (selection draws excluded); `look` may be an array (one per point); `points`: the inputs
+    (points, d), for the bounds that need them. `levels`: last_share, upper_alpha, project of
+    `ends`.
     """
     look = np.asarray(look)
-    b = bounds(count_a, count_b, look, looks_, alpha, num_classes, **levels)
-    stop = decided(b, noise, scale, grid) | (look == len(looks_) - 1)
+    b = ends(count_a, count_b, look, looks_, alpha, num_classes, **levels)
+    stop = decided(b, noise, scale, radii, points) | (look == len(looks_) - 1)
     return b, stop
 
 
@@ -215,7 +219,7 @@ def _bound_names(noise: str) -> tuple[str, ...]:
     return noise_class(noise).bounds
 
 
-def _lower_ends(name: str, b: Ends):
+def lower_ends(name: str, b: Ends):
     if certificates.BOUNDS[name].uses_pb:
         return b.pa_joint, b.pb_upper
     return b.pa_lower, None

@@ -19,7 +19,7 @@ template a cut can sit within float error of a pixel value and one grid step can
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,11 +117,11 @@ def check_template(template, shape, lam: float, grid: int) -> torch.Tensor:
             f"the checkpoint's dssn template has shape {tuple(template.shape)}, its inputs "
             f"{tuple(shape)}"
         )
-    _template_steps(template, num_offsets(lam, grid), grid)
+    template_steps(template, num_offsets(lam, grid), grid)
     return template
 
 
-def _template_steps(template: torch.Tensor, L: int, grid: int) -> torch.Tensor:
+def template_steps(template: torch.Tensor, L: int, grid: int) -> torch.Tensor:
     """The template in grid steps, k_i = v_i·q, checked to be integers in [0, L)."""
     scaled = template.double() * grid
     steps = torch.round(scaled)
@@ -133,15 +133,22 @@ def _template_steps(template: torch.Tensor, L: int, grid: int) -> torch.Tensor:
     return steps.long()
 
 
-def dssn_offsets(template: torch.Tensor, lam: float, grid: int) -> torch.Tensor:
-    """The L DSSN offsets, shape (L, *template.shape): s_j = (v + (j + ½)/q) mod 2λ.
-
-    Computed in integer grid steps, ((k + j) mod L + ½)/q in float64, then cast to the
-    template's dtype: the mod is exact and every offset sits half a step off the grid."""
+def dssn_offsets(template: torch.Tensor, lam: float, grid: int, copies=None) -> torch.Tensor:
+    """DSSN offsets s_j = (v + (j + ½)/q) mod 2λ for the copies j in `copies` (a LongTensor of
+    copy numbers, one per row; None: all L), shape (len(copies), *template.shape)."""
     L = num_offsets(lam, grid)
-    steps = _template_steps(template, L, grid)
-    j = torch.arange(L, device=template.device).view(L, *([1] * template.dim()))
-    return (((steps + j) % L).double() + 0.5).div(grid).to(template.dtype)
+    steps = template_steps(template, L, grid)
+    if copies is None:
+        copies = torch.arange(L, device=template.device)
+    return offsets_of(steps, copies, L, grid, template.dtype)
+
+
+def offsets_of(steps: torch.Tensor, copies: torch.Tensor, L: int, grid: int, dtype):
+    """`dssn_offsets` from the template's steps: ((k + j) mod L + ½)/q in float64, then cast —
+    the mod is exact and every offset sits half a step off the grid. Only the rows asked for
+    are built, so certification's memory follows its batch, not L."""
+    j = copies.to(steps.device).view(-1, *([1] * steps.dim()))
+    return (((steps + j) % L).double() + 0.5).div(grid).to(dtype)
 
 
 def _off_grid(x: torch.Tensor, grid: int) -> torch.Tensor:
@@ -169,57 +176,10 @@ def check_on_grid(x: torch.Tensor, grid: int, what: str = "input") -> None:
         raise L1CertError(f"{what} is not on the grid k/{q} in [0, 1]: {value!r} at {first}")
 
 
-def count_votes(
-    classify: Callable[[torch.Tensor], torch.Tensor],
-    xs: torch.Tensor,
-    template: torch.Tensor,
-    lam: float,
-    grid: int,
-    num_classes: int,
-    batch_size: int,
-    names: Sequence[str] | None = None,
-) -> torch.Tensor:
-    """Exact DSSN vote counts N_c, a LongTensor (points, num_classes) on xs's device.
-
-    The L split copies of every point are packed into forward batches of at most
-    `batch_size` rows (one point's copies may straddle two batches), so the accelerator is
-    never fed a short batch per point. `classify(batch) -> labels` sees rows in order. A point
-    off the grid is refused, named by `names` (default: its position)."""
-    if batch_size < 1:
-        raise L1CertError(f"batch_size must be positive, got {batch_size}")
-    if tuple(xs.shape[1:]) != tuple(template.shape):
-        raise L1CertError(
-            f"inputs of shape {tuple(xs.shape[1:])} but a template of {tuple(template.shape)}"
-        )
-    points = xs.shape[0]
-    off = off_grid_points(xs, grid)  # one vectorised pass over all points
-    if len(off):
-        i = int(off[0])
-        check_on_grid(xs[i], grid, what=names[i] if names else f"point {i} of {points}")
-    offsets = dssn_offsets(template.to(device=xs.device, dtype=xs.dtype), lam, grid)
-    L = offsets.shape[0]
-    bins = points * num_classes
-    # One extra bin collects labels outside [0, num_classes): checked once at the end, no sync.
-    votes = torch.zeros(bins + 1, dtype=torch.long, device=xs.device)
-    rows = torch.arange(points * L, device=xs.device)
-    with torch.no_grad():
-        for start in range(0, points * L, batch_size):
-            row = rows[start : start + batch_size]
-            owner, j = row // L, row % L
-            labels = classify(split(xs[owner], offsets[j], lam)).long()
-            valid = (labels >= 0) & (labels < num_classes)
-            votes += torch.bincount(
-                torch.where(valid, owner * num_classes + labels, bins), minlength=bins + 1
-            )
-    if votes[bins] != 0:
-        raise L1CertError(f"the classifier returned labels outside 0…{num_classes - 1}")
-    return votes[:bins].view(points, num_classes)
-
-
 @dataclass(frozen=True, eq=False)
-class DSSNCertificate:
+class ExactCertificate:
     """Per point: the prediction A and its count, the runner-up B that limits the radius and
-    its count, and the certified ℓ1 radius (on-grid perturbations only)."""
+    its count, and the certified ℓ1 radius (what an exact noise's `exact_certificate` gives)."""
 
     predict: np.ndarray
     count: np.ndarray
@@ -228,7 +188,7 @@ class DSSNCertificate:
     radius: np.ndarray
 
 
-def dssn_certify(counts, grid: int) -> DSSNCertificate:
+def dssn_certify(counts, grid: int) -> ExactCertificate:
     """The exact DSSN certificate from vote counts of shape (points, classes).
 
     A = argmax (ties to the lowest class, as numpy and torch break them). An on-grid x' at
@@ -252,4 +212,4 @@ def dssn_certify(counts, grid: int) -> DSSNCertificate:
     pressure[rows, a] = np.iinfo(np.int64).min
     b = pressure.argmax(axis=1)
     radius = ((n_a - pressure[rows, b]) // 2) / q
-    return DSSNCertificate(a, n_a, b, counts[rows, b], radius)
+    return ExactCertificate(a, n_a, b, counts[rows, b], radius)

@@ -1,4 +1,5 @@
-"""Training base classifiers for smoothing: Type 1 (noise augmentation) and Type 2 (SmoothAdv).
+"""Training base classifiers for smoothing, one objective each (`OBJECTIVES`): Type 1 (noise
+augmentation), Type 2 (SmoothAdv), consistency regularization and stability training.
 
 Resumable: after every epoch `checkpoint-last.pt` holds the model, optimizer and scheduler.
 All randomness of epoch e (shuffling, augmentation, noise) is seeded from (seed, e), so a
@@ -14,6 +15,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +28,9 @@ from tqdm import tqdm
 
 from l1cert import __version__
 from l1cert.attacks import smoothadv_pgd
-from l1cert.config import TrainConfig, Type2Config
+from l1cert.config import DataConfig, TrainConfig
 from l1cert.data import dataset_info, load_split
+from l1cert.fields import config_defaults
 from l1cert.models import build_model, check_fits, load_checkpoint, save_model
 from l1cert.noise import Noise, noise_class
 from l1cert.utils import L1CertError, atomic_path, atomic_write_text, check_memory, resolve_device
@@ -40,48 +44,52 @@ LOG_FIELDS = ("epoch", "lr", "loss", "accuracy", "epsilon", "seconds")
 def train(
     config: TrainConfig,
     out: str | os.PathLike,
-    root: str | os.PathLike = "data",
-    imagenet_dir: str | os.PathLike | None = None,
+    data: DataConfig | None = None,
     device: str = "auto",
 ) -> dict:
-    """Train (or resume) into `out`: model.pt, train-log.csv, metrics.json.
+    """Train (or resume) into `out`: model.pt, train-log.csv, metrics.json (`data`: where
+    the dataset lives).
 
     `checkpoint-last.pt` holds the state after each epoch while the run lasts, and is removed
     once model.pt is written, so a later run with changed settings starts afresh.
     """
     config.validate()
-    workers = config.workers
+    data = data or DataConfig()
+    workers, settings, dataset = config.workers, config.settings(data), data.dataset
     out, device = Path(out), resolve_device(device)
     if out.exists() and not out.is_dir():
         raise L1CertError(f"--out {out} is a file; training writes a directory")
-    finished = _finished(out, config)
+    finished = _finished(out, settings)
     if finished is not None:
         return finished
-    data = dict(root=root, image_size=config.image_size, imagenet_dir=imagenet_dir)
-    info = dataset_info(config.dataset, **data)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    data = dict(root=data.root, image_size=data.image_size, imagenet_dir=data.imagenet_dir)
+    info = dataset_info(dataset, **data)
     noise = noise_class(config.noise).for_model(
         config.sigma, info.grid, info.input_shape, config.seed
     )
-    train_set = load_split(config.dataset, "train", augment=True, **data)
-    test_set = load_split(config.dataset, "test", **data)
+    train_set = SeededExamples(load_split(dataset, "train", augment=True, **data))
+    test_set = load_split(dataset, "test", **data)
     if len(train_set) < 2:
-        raise L1CertError(f"{config.dataset} has {len(train_set)} training image(s); need 2+")
-    copies = config.type2.samples if config.training == "type2" and config.type2 else 1
+        raise L1CertError(f"{dataset} has {len(train_set)} training image(s); need 2+")
+    copies = OBJECTIVES[config.training].copies(config)
     check_memory(info.input_shape, 4 * copies * config.batch_size, device, "--batch-size")
 
     torch.manual_seed(config.seed)
     model = build_model(config.arch, info.num_classes, info.input_shape, info.mean, info.std)
     model.to(device)
-    check_fits(model, info.input_shape, f"arch {config.arch} on {config.dataset}")
+    check_fits(model, info.input_shape, f"arch {config.arch} on {dataset}")
     optimizer = torch.optim.SGD(
         model.parameters(), config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_gamma)
     log: list[dict] = []
+    _check_writable(out)  # every input checked: the first thing written is this folder
     for name in OUTPUTS:  # half-written files of a killed run (atomic writes' temporaries)
         for stale in out.glob(f".{name}.*.tmp"):
             stale.unlink()
-    start = _resume(out / CHECKPOINT, config, model, optimizer, scheduler, log, device)
+    start = _resume(out / CHECKPOINT, settings, model, optimizer, scheduler, log, device)
 
     loader_rng = torch.Generator()
     # A last batch of one example would break batch norm in training mode.
@@ -98,13 +106,13 @@ def train(
     noise_rng = torch.Generator(device=device)
     for epoch in range(start, config.epochs):
         seeds = _epoch_seeds(config.seed, epoch)
-        torch.manual_seed(seeds[0])  # augmentation transforms draw from torch's global generator
+        train_set.seed = seeds[0]
         loader_rng.manual_seed(seeds[1])
         noise_rng.manual_seed(seeds[2])
         row = _train_epoch(model, loader, optimizer, noise, noise_rng, config, epoch, device)
         scheduler.step()
         log.append(row)
-        _save_checkpoint(out / CHECKPOINT, config, model, optimizer, scheduler, log)
+        _save_checkpoint(out / CHECKPOINT, settings, model, optimizer, scheduler, log)
         _write_log(out, log)
         tqdm.write(
             f"epoch {epoch + 1}/{config.epochs}: loss {row['loss']:.4f} "
@@ -116,7 +124,7 @@ def train(
     metrics = evaluate(model, test_set, noise, config.seed, device, workers)
     metrics["train_seconds"] = round(sum(row["seconds"] for row in log), 3)
     meta = {
-        **config.settings(),
+        **settings,
         **info._asdict(),
         "scale": noise.scale,
         "metrics": metrics,
@@ -129,7 +137,7 @@ def train(
     return metrics
 
 
-def _finished(out: Path, config: TrainConfig) -> dict | None:
+def _finished(out: Path, settings: dict) -> dict | None:
     """The metrics of a finished run with these settings in `out` (a rerun has nothing to do);
     a finished run with other settings is refused rather than overwritten."""
     model_file = out / "model.pt"
@@ -139,8 +147,7 @@ def _finished(out: Path, config: TrainConfig) -> dict | None:
     meta = ckpt.get("meta") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or not isinstance(meta.get("metrics"), dict):
         raise L1CertError(f"{model_file} is not a finished l1cert model; remove it to start over")
-    ours = config.settings()
-    changed = _changed(meta, ours)
+    changed = _changed(meta, settings)
     if changed:
         raise L1CertError(
             f"{model_file} was trained with other settings ({', '.join(changed)}); "
@@ -155,8 +162,39 @@ def _finished(out: Path, config: TrainConfig) -> dict | None:
 def _changed(theirs: dict, ours: dict) -> list[str]:
     """The settings of `ours` that a run made with `theirs` differs on; a setting added after
     that run was made counts as its default."""
-    defaults = TrainConfig.defaults()
+    defaults = config_defaults(TrainConfig)
     return sorted(k for k in ours if theirs.get(k, defaults.get(k)) != ours[k])
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse an --out that training could not write its first checkpoint into, before any
+    epoch is spent: make it, and a file in it (permission bits do not tell: root, read-only
+    and special file systems)."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as err:
+        raise L1CertError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+
+
+class SeededExamples(Dataset):
+    """A training set whose random augmentation (crops, flips: drawn from torch's global
+    generator) is seeded per example by (the epoch's `seed`, its index): the same in whichever
+    process loads it, so the number of data loader workers changes no batch."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset, self.seed = dataset, 0
+        self.targets = getattr(dataset, "targets", None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        seed = np.random.SeedSequence([self.seed, i]).generate_state(1, np.uint64)[0]
+        torch.random.default_generator.manual_seed(int(seed) & (2**63 - 1))
+        return self.dataset[i]
 
 
 def _epoch_seeds(seed: int, epoch: int) -> list[int]:
@@ -165,8 +203,8 @@ def _epoch_seeds(seed: int, epoch: int) -> list[int]:
 
 def _train_epoch(model, loader, optimizer, noise, noise_rng, config, epoch, device) -> dict:
     model.train()
-    t2 = config.type2 or Type2Config()
-    epsilon = t2.epsilon_at(epoch) if config.training == "type2" else 0.0
+    settings = config.objective()
+    epsilon = settings.epsilon_at(epoch) if config.training == "type2" else 0.0
     lr = optimizer.param_groups[0]["lr"]
     total_loss = correct = count = 0
     started = time.perf_counter()
@@ -179,10 +217,7 @@ def _train_epoch(model, loader, optimizer, noise, noise_rng, config, epoch, devi
     )
     for x, y in bar:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        type2 = t2 if config.training == "type2" else None
-        loss, logits, y = train_step(
-            model, optimizer, x, y, noise, noise_rng, type2, epsilon, config.label_smoothing
-        )
+        loss, logits, y = train_step(model, optimizer, x, y, noise, noise_rng, config, epoch)
         if not torch.isfinite(loss):
             raise L1CertError(
                 f"training diverged: loss {loss.item()} in epoch {epoch + 1} (lower --lr?); "
@@ -202,22 +237,90 @@ def _train_epoch(model, loader, optimizer, noise, noise_rng, config, epoch, devi
     }
 
 
-def train_step(
-    model, optimizer, x, y, noise, noise_rng, type2=None, epsilon=0.0, label_smoothing=0.0
-):
-    """One SGD step on noisy inputs (type2 given: SmoothAdv's m adversarial noisy copies)."""
-    if type2 is None:
-        inputs = noise.augment(x, noise_rng)
-    else:
-        draws = noise.draw((type2.samples, *x.shape), x, noise_rng)
-        x = smoothadv_pgd(model, x, y, draws, type2.norm, epsilon, type2.steps, apply=noise.apply)
-        inputs, y = noise.apply(x.unsqueeze(0), draws).flatten(0, 1), y.repeat(type2.samples)
-    logits = model(inputs)
-    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+def train_step(model, optimizer, x, y, noise, noise_rng, config: TrainConfig, epoch: int = 0):
+    """One SGD step of the config's training objective on noisy copies of the batch (x, y);
+    returns the loss, the logits and the labels of the copies the model saw."""
+    objective = OBJECTIVES[config.training]
+    loss, logits, y = objective.loss(model, x, y, noise, noise_rng, config, epoch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return loss.detach(), logits.detach(), y
+
+
+# --- the training objectives ------------------------------------------------------------------
+# Each takes (model, x, y, noise, generator, config, epoch) and returns (loss, logits, labels) of
+# the noisy copies it fed the model; its settings are the config's section of its name.
+
+
+def _copies(noise, x, m: int, rng) -> torch.Tensor:
+    """m noisy copies of every example, (m, *x.shape): splits for the splitting noises."""
+    return noise.apply(x.unsqueeze(0), noise.draw((m, *x.shape), x, rng))
+
+
+def _noise_augmentation(model, x, y, noise, rng, config, epoch):
+    logits = model(noise.augment(x, rng))
+    return F.cross_entropy(logits, y, label_smoothing=config.label_smoothing), logits, y
+
+
+def _smoothadv(model, x, y, noise, rng, config, epoch):
+    """PGD against the softmax averaged over m draws, then train on the attacked copies."""
+    t2 = config.objective()
+    draws = noise.draw((t2.samples, *x.shape), x, rng)
+    x = smoothadv_pgd(
+        model, x, y, draws, t2.norm, t2.epsilon_at(epoch), t2.steps, apply=noise.apply
+    )
+    inputs, y = noise.apply(x.unsqueeze(0), draws).flatten(0, 1), y.repeat(t2.samples)
+    logits = model(inputs)
+    return F.cross_entropy(logits, y, label_smoothing=config.label_smoothing), logits, y
+
+
+def _consistency(model, x, y, noise, rng, config, epoch):
+    """Jeong & Shin (2020): mean cross-entropy of m copies + λ·mean KL(p̄ ‖ p_i) + η·H(p̄),
+    p̄ the copies' mean prediction."""
+    c = config.objective()
+    logits = model(_copies(noise, x, c.copies, rng).flatten(0, 1))
+    labels = y.repeat(c.copies)
+    xent = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+    log_p = F.log_softmax(logits, dim=1).view(c.copies, len(y), -1)
+    mean = log_p.exp().mean(dim=0)
+    log_mean = mean.clamp_min(1e-20).log()
+    kl = (mean * (log_mean - log_p)).sum(dim=-1).mean()
+    entropy = -(mean * log_mean).sum(dim=-1).mean()
+    return xent + c.weight * kl + c.entropy * entropy, logits, labels
+
+
+def _stability(model, x, y, noise, rng, config, epoch):
+    """Stability training (Li et al. 2019, as Levine & Feizi train DSSN): cross-entropy of two
+    copies + γ·KL(p_1 ‖ p_2)."""
+    s = config.objective()
+    logits = model(_copies(noise, x, 2, rng).flatten(0, 1))
+    labels = y.repeat(2)
+    xent = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+    log_p = F.log_softmax(logits, dim=1).view(2, len(y), -1)
+    kl = (log_p[0].exp() * (log_p[0] - log_p[1])).sum(dim=-1).mean()
+    return xent + s.weight * kl, logits, labels
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A training objective: its loss, and how many noisy copies of an example a step feeds
+    the model (to size the batch's memory)."""
+
+    name: str
+    loss: Callable
+    copies: Callable[[TrainConfig], int]
+
+
+OBJECTIVES = {
+    o.name: o
+    for o in (
+        Objective("type1", _noise_augmentation, lambda config: 1),
+        Objective("type2", _smoothadv, lambda config: config.objective().samples),
+        Objective("consistency", _consistency, lambda config: config.objective().copies),
+        Objective("stability", _stability, lambda config: 2),
+    )
+}
 
 
 @torch.no_grad()
@@ -246,10 +349,10 @@ def evaluate(
 # --- resume state --------------------------------------------------------------------------
 
 
-def _save_checkpoint(path, config, model, optimizer, scheduler, log) -> None:
+def _save_checkpoint(path, settings, model, optimizer, scheduler, log) -> None:
     state = {
         "format": CHECKPOINT_FORMAT,
-        "settings": config.settings(),
+        "settings": settings,
         "epoch": len(log),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -260,14 +363,14 @@ def _save_checkpoint(path, config, model, optimizer, scheduler, log) -> None:
         torch.save(state, tmp)
 
 
-def _resume(path: Path, config, model, optimizer, scheduler, log, device) -> int:
+def _resume(path: Path, settings, model, optimizer, scheduler, log, device) -> int:
     """Load the last epoch's state if `path` exists; return the number of epochs done."""
     if not path.exists():
         return 0
     state = load_checkpoint(path, map_location=device)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise L1CertError(f"{path} is not an l1cert training checkpoint; remove it to start over")
-    changed = _changed(state["settings"], config.settings())
+    changed = _changed(state["settings"], settings)
     if changed:
         raise L1CertError(
             f"{path} was made with other settings ({', '.join(changed)}); "
@@ -277,7 +380,7 @@ def _resume(path: Path, config, model, optimizer, scheduler, log, device) -> int
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     log.extend(state["log"])
-    if state["epoch"] < config.epochs:
+    if state["epoch"] < settings["epochs"]:
         print(f"resuming from {path} after epoch {state['epoch']}", file=sys.stderr)
     return state["epoch"]
 

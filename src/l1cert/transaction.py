@@ -25,8 +25,9 @@ engines delete a job's declared outputs before rerunning it; a roll-forward then
 the staged files onto paths that are free.)
 
 `l1cert report` publishes its tables, figures, plot data, captions and metrics this way, the
-journal at OUT/.report-journal.json; `l1cert merge` can publish its TSV and sidecar the same
-way (a commit of two pairs under the lock of the output).
+journal at OUT/.report-journal.json; `l1cert merge` and `l1cert certify` publish their TSV and
+sidecar the same way (a commit of two pairs under the lock of the output, the journal in the
+output's partial/ folder).
 
 `exclusive_lock` keeps a second writer out at once (flock: advisory, local to one machine on
 most network file systems). Pure standard library, torch-free.
@@ -166,6 +167,28 @@ def _finish(journal: Path, pairs: list[Pair], cleanup: list[Path]) -> None:
     _fsync_dir(journal.parent)
     for folder in cleanup:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def vetter(journal: Path, moves, removes=lambda folder: False):
+    """A `vet` for `roll_forward`: every pair must satisfy `moves(source, target)` and every
+    folder to clean up `removes(folder)` (paths made absolute), else one line saying the
+    journal asks for what its writer never does."""
+
+    def vet(pairs: list[Pair], cleanup: list[Path]) -> None:
+        for source, target in pairs:
+            if not moves(Path(os.path.abspath(source)), Path(os.path.abspath(target))):
+                raise L1CertError(
+                    f"pending journal {journal} moves {source} onto {target}, which its writer "
+                    "never does; check the files and remove the journal by hand"
+                )
+        for folder in cleanup:
+            if not removes(Path(os.path.abspath(folder))):
+                raise L1CertError(
+                    f"pending journal {journal} removes {folder}, which its writer never does; "
+                    "check the files and remove the journal by hand"
+                )
+
+    return vet
 
 
 # --- the journal file ------------------------------------------------------------------------

@@ -62,12 +62,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~umask())  # mkstemp's 0600 would hide results from a team
-        os.replace(tmp, path)
+        with writing(path):
+            yield Path(tmp)
+            os.chmod(tmp, 0o666 & ~umask())  # mkstemp's 0600 would hide results from a team
+            os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """An OSError that names no file (a full disk: ENOSPC) names `path`, the file being
+    written, so the one-line error says where."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None:
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
 
 
 def umask() -> int:
@@ -81,15 +94,22 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def parse_radii(text: str) -> list[float]:
-    """`--radii 0,0.25,0.5` as floats; one line on bad input."""
+def parse_radii(radii, option: str = "--radii") -> list[float]:
+    """The l1 radii of a table, from text (`0,0.25,0.5`) or numbers: increasing, finite and
+    non-negative, or one line saying what is wrong. The one check of radii, wherever they
+    come from (command line, params file, library call)."""
+    import math
+
+    parts = str(radii).split(",") if isinstance(radii, str) else list(radii)
     try:
-        radii = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise L1CertError(f"--radii must be comma-separated numbers, got {text!r}") from None
-    if not radii:
-        raise L1CertError("--radii is empty")
-    return radii
+        values = [float(part) for part in parts if str(part).strip()]
+    except (TypeError, ValueError):
+        raise L1CertError(f"{option} must be comma-separated numbers, got {radii!r}") from None
+    if not values:
+        raise L1CertError(f"{option} is empty")
+    if any(not (math.isfinite(r) and r >= 0) for r in values) or values != sorted(set(values)):
+        raise L1CertError(f"{option} must be increasing non-negative numbers, got {radii!r}")
+    return values
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

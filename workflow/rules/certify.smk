@@ -18,8 +18,9 @@ rule certify:
     log:
         "logs/certify/{dataset}/{model}/shard-{scatteritem}.log",
     params:
-        cmd=lambda w, input, output, threads: pipeline.certify_command(
-            SOURCE, input.model, w.scatteritem.replace("-of-", "/"), threads, output.tsv
+        decides=decides("certify"),
+        cmd=lambda w, input, output: pipeline.certify_command(
+            SOURCE, input.model, NOISE_OF[w.model], w.scatteritem.replace("-of-", "/"), output.tsv
         ),
     threads: config["resources"]["certify"]["threads"]
     resources:

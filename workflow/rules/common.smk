@@ -1,23 +1,22 @@
 # Validation, wildcards and paths shared by every rule.
 
 import math
-import re
 import shlex
 from pathlib import Path
 
-from l1cert import pipeline
-from l1cert.report import expected_outputs
-from l1cert.utils import L1CertError, parse_radii
+from l1cert import experiment, pipeline, schema
+from l1cert.layout import CERTIFY, MANIFEST, MODEL_DIR, expected_outputs
+from l1cert.utils import L1CertError
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
-# The schema's train: and certify: sections come from l1cert.config's dataclasses. Numbers given
-# with --config arrive as strings: they are converted where the schema wants numbers.
+# The schema's stage sections come from l1cert.config's dataclasses. Numbers given with --config
+# arrive as strings: they are converted where the schema wants numbers.
 SCHEMA = Path(workflow.basedir) / "workflow/schemas/params.schema.yaml"
-config.update(pipeline.coerce_numbers(dict(config), pipeline.params_schema(SCHEMA)))
-validate(config, pipeline.params_schema_file(SCHEMA))
+config.update(schema.coerce_numbers(dict(config), schema.params_schema(SCHEMA)))
+validate(config, schema.params_schema_file(SCHEMA))
 
 
 def check_finite(node, where="config"):
@@ -33,25 +32,24 @@ def check_finite(node, where="config"):
 
 
 check_finite(config)
+# What a job would refuse hours later, refused now; against this machine's CPUs only where jobs
+# run here (Snakemake submits them elsewhere when it was given --jobs for a cluster executor,
+# as the slurm profile does).
+try:
+    schema.check_params(config, machine=workflow.resource_settings.nodes is None)
+except L1CertError as err:
+    raise WorkflowError(str(err)) from None
 
 DATASET = config["dataset"]
 GRID = config["grid"]
 SHARDS = config["certify"]["shards"]
 
-if sorted(SHARDS) != list(range(1, len(SHARDS) + 1)):
-    raise WorkflowError(f"certify.shards must list the shard numbers 1..K once each, not {SHARDS}")
-try:  # what every certify and report job would refuse hours later, refused now
-    RADII = parse_radii(config["report"]["radii"])
-except L1CertError as err:
-    raise WorkflowError(f"report.radii: {err}") from None
-if RADII != sorted(set(RADII)) or not all(math.isfinite(r) for r in RADII):
-    raise WorkflowError(f"report.radii must be increasing finite numbers, not {config['report']['radii']!r}")
-
 # Models are named as DVC's stages name their paths (pipeline.trained_names); imported models
 # (`models:`) are named by their entry and skip training.
 TRAINED = pipeline.trained_names(GRID)
 IMPORTED = {entry["name"]: entry for entry in config.get("models", [])}
-MODELS = TRAINED + list(IMPORTED)
+NOISE_OF = pipeline.model_noises(config)  # every model's noise: what decides its certify jobs
+MODELS = list(NOISE_OF)
 
 if len(IMPORTED) != len(config.get("models", [])):
     raise WorkflowError("models: two entries have the same name")
@@ -63,6 +61,8 @@ if IMPORTED and DATASET not in ("cifar10", "imagenet"):  # what `l1cert import` 
 
 def one_of(names):
     """A wildcard constraint matching exactly these names (nothing, when there are none)."""
+    import re
+
     return "|".join(re.escape(str(name)) for name in names) or "(?!)"
 
 
@@ -79,11 +79,8 @@ scattergather:
     certify=len(SHARDS),
 
 
-MANIFEST = "results/data/{dataset}.json"
-TRAINED_DIR = "results/models/{dataset}/{noise}-{training}-s{sigma}"
-IMPORTED_DIR = "results/models/{dataset}/{imported}"
-MODEL_DIR = "results/models/{dataset}/{model}"  # either of the two
-CERTIFY = "results/certify/{dataset}/{model}"
+TRAINED_DIR = MODEL_DIR.format(dataset="{dataset}", model="{noise}-{training}-s{sigma}")
+IMPORTED_DIR = MODEL_DIR.format(dataset="{dataset}", model="{imported}")
 # Every file `l1cert report --out-dir results` writes.
 REPORT = [str(path) for path in expected_outputs("results", [DATASET])]
 
@@ -91,11 +88,21 @@ REPORT = [str(path) for path in expected_outputs("results", [DATASET])]
 SOURCE = pipeline.Source(config)  # each rule's command line, built as dvc.yaml's is
 
 
-def code(command):
-    """The l1cert modules `l1cert COMMAND` runs (the installed l1cert's files): inputs, so that
-    editing them reruns the jobs they decide, as DVC's code deps do (one function computes
-    both)."""
-    return pipeline.code_deps(command, absolute=True)
+def decides(stage):
+    """A rule's params: what decides its jobs' results (pipeline.decides), as plain values of
+    the wildcards alone, which Snakemake's params trigger compares run to run."""
+    if stage == "certify":
+        return lambda w: pipeline.decides(config, stage, noise=NOISE_OF[w.model])
+    if stage == "train":
+        return lambda w: pipeline.decides(config, stage, training=w.training)
+    return pipeline.decides(config, stage)
+
+
+def code(stage):
+    """The l1cert modules that decide a stage's results (the installed l1cert's files): inputs,
+    so that editing them reruns the jobs they decide, as DVC's code deps do (one function
+    computes both)."""
+    return pipeline.code_deps(stage, absolute=True)
 
 
 def every_model(pattern):

@@ -10,7 +10,8 @@ rule data:
     log:
         "logs/data/{dataset}.log",
     params:
-        cmd=lambda wildcards, output: pipeline.data_command(SOURCE, wildcards.dataset, output[0]),
+        decides=decides("data"),
+        cmd=lambda wildcards, output: pipeline.data_command(SOURCE, output[0]),
     conda:
         "../envs/l1cert.yaml"
     shell:

@@ -11,9 +11,10 @@ rule import_model:
     log:
         "logs/import/{dataset}/{imported}.log",
     params:
+        decides=lambda w: IMPORTED[w.imported],
         # the entry as options (--name ... --path ...), the spelling DVC's ${item} writes
         cmd=lambda w, output: pipeline.import_command(
-            SOURCE, pipeline.cli_options(IMPORTED[w.imported]), w.dataset, output.model
+            SOURCE, pipeline.entry_options(IMPORTED[w.imported]), w.dataset, output.model
         ),
     conda:
         "../envs/l1cert.yaml"

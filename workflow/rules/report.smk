@@ -11,6 +11,7 @@ rule report:
     log:
         "logs/report.log",
     params:
+        decides=decides("report"),
         cmd=lambda w, input: pipeline.report_command(
             SOURCE, " ".join(map(shlex.quote, input.merged)), "results", "results/metrics.json"
         ),

@@ -14,8 +14,9 @@ rule train:
     log:
         "logs/train/{dataset}/{noise}-{training}-s{sigma}.log",
     params:
-        cmd=lambda w, threads: pipeline.train_command(
-            SOURCE, w.dataset, w.noise, w.sigma, w.training, threads, TRAINED_DIR.format(**w)
+        decides=decides("train"),
+        cmd=lambda w, output: pipeline.train_command(
+            SOURCE, w.noise, w.sigma, w.training, str(Path(output.model).parent)
         ),
     threads: config["resources"]["train"]["threads"]
     resources:
