@@ -19,7 +19,7 @@ from conftest import write_certify_file
 from l1cert import transaction
 from l1cert.cli import main
 from l1cert.layout import expected_outputs
-from l1cert.report import JOURNAL, STAGING, recover
+from l1cert.publish import JOURNAL, STAGING, recover
 from l1cert.utils import L1CertError
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -264,6 +264,65 @@ def test_a_report_killed_after_its_commit_point_is_finished_first_by_the_next_ru
     assert _which(out, refs) == "new" and _clean(out)
 
 
+COHEN = Path(__file__).parent / "data/cohen/cifar10/noise_0.25/test/sigma_0.25"
+
+
+def _outputs(out: Path) -> set[str]:
+    """Every file in `out` but the lock, and the staging a killed run leaves to the next."""
+    names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    return {n for n in names if not n.startswith((STAGING, f"{JOURNAL}.tmp", ".report.lock"))}
+
+
+def test_a_report_with_fewer_inputs_removes_what_the_first_one_wrote(tmp_path, inputs, monkeypatch):
+    """The second report leaves exactly its own files, also when killed at any rename and
+    finished by the next command into the folder (here a failing one)."""
+    out, two = tmp_path / "out", tmp_path / "two"
+    wide = [*inputs[0], COHEN, "--dataset", "cifar10"]  # digits and cifar10
+    assert _cli(_report_argv(wide, two, OLD["args"])).exit_code == 0
+    first = _outputs(two)
+    assert any(name.startswith("figures/cifar10-") for name in first)
+    assert _cli(_report_argv(inputs[1], out, NEW["args"])).exit_code == 0
+    narrow = _outputs(out)  # digits only
+    assert json.loads((out / ".report-outputs.json").read_text()) == sorted(
+        narrow - {".report-outputs.json"}
+    )
+    real, targets = os.replace, []
+    monkeypatch.setattr(os, "replace", lambda src, dst: (targets.append(dst), real(src, dst)))
+    shutil.rmtree(out)
+    shutil.copytree(two, out)
+    assert _cli(_report_argv(inputs[1], out, NEW["args"])).exit_code == 0
+    monkeypatch.undo()
+    assert _outputs(out) == narrow and _clean(out)  # the cifar10 files went
+    journal_at = 1 + next(i for i, t in enumerate(targets) if str(t).endswith(JOURNAL))
+    # before the commit point, the journal's, the first removals, the first new file, the last
+    for k in (journal_at - 1, journal_at, journal_at + 1, journal_at + 2, len(targets)):
+        shutil.rmtree(out)
+        shutil.copytree(two, out)
+        _kill_at(monkeypatch, k)
+        with pytest.raises(_Killed):
+            _cli(_report_argv(inputs[1], out, NEW["args"]))
+        monkeypatch.undo()
+        assert _cli(["report", "--out-dir", str(out), "--radii", "x"]).exit_code == 2
+        assert _outputs(out) in (first, narrow) and not (out / JOURNAL).exists(), f"K={k}"
+
+
+def test_a_file_named_like_an_output_that_no_report_wrote_is_refused(tmp_path, inputs):
+    out = tmp_path / "out"
+    mine = out / "figures" / "cifar10-envelope.png"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"my own figure")
+    result = _cli(_report_argv(inputs[1], out, NEW["args"]))
+    assert result.exit_code == 2 and result.stderr == (
+        f"l1cert: error: {out} holds 1 file(s) named like report outputs that no report wrote "
+        "there (figures/cifar10-envelope.png); move them away or choose another --out-dir\n"
+    )
+    assert mine.read_bytes() == b"my own figure" and not (out / "tables").exists()
+    (out / "notes.txt").write_text("kept\n")  # a file no report names is left alone
+    mine.unlink()
+    assert _cli(_report_argv(inputs[1], out, NEW["args"])).exit_code == 0
+    assert (out / "notes.txt").read_text() == "kept\n"
+
+
 def test_a_target_that_is_a_directory_leaves_the_old_report_whole(tmp_path, inputs, rendered, refs):
     out = _old_report(rendered, tmp_path / "out")
     blocker = out / "plots" / "digits-uniform.csv"  # the last plot file published
@@ -369,10 +428,10 @@ def _start_killed(argv, k: int, log: Path) -> subprocess.Popen:
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
 def test_a_report_killed_at_every_rename_is_old_or_new(tmp_path, inputs, rendered, refs):
-    """strace SIGKILLs a real `l1cert report` at its K-th rename, over an old report. Rolled
-    forward (by `recover`, on a copy of the folder), the folder holds the old report if the
-    kill came before the journal was in place and the new one after; the next report with the
-    new inputs, in the killed folder itself, leaves the whole new report. The report renames
+    """strace SIGKILLs a real `l1cert report` at its K-th rename, over an old report. A report
+    that then fails on an unknown option rolls the folder forward first: it holds the old
+    report if the kill came before the journal was in place and the new one after; the next
+    report with the new inputs leaves the whole new report. The report renames
     in its main thread only, so strace counts the renames of that thread. The next K's killed
     report runs while this one's folder is checked (each in a folder of its own)."""
     new_files = inputs[1]
@@ -385,7 +444,8 @@ def test_a_report_killed_at_every_rename_is_old_or_new(tmp_path, inputs, rendere
     renames = [line for line in trace.read_text().splitlines() if "rename" in line]
     journal_at = next(i for i, line in enumerate(renames, 1) if JOURNAL in line)
     outputs = len(expected_outputs(tmp_path, ["digits"]))
-    assert len(renames) == journal_at + outputs  # staged figures, the journal, each output
+    # staged figures, the journal, the manifest of the outputs, each output
+    assert len(renames) == journal_at + 1 + outputs
 
     def start(k: int):
         out = _old_report(rendered, tmp_path / f"k{k}")
@@ -401,16 +461,15 @@ def test_a_report_killed_at_every_rename_is_old_or_new(tmp_path, inputs, rendere
         pending = start(following) if following is not None else None
         assert (out / JOURNAL).exists() == (k > journal_at), f"K={k}"
         seen.add(_which(out, refs))
-        copy = tmp_path / f"k{k}-copy"
-        shutil.copytree(out, copy, symlinks=True)
-        recover(copy)
-        assert _which(copy, refs) == ("old" if k <= journal_at else "new"), f"K={k}"
-        assert not (copy / JOURNAL).exists(), f"K={k}"  # staging before it: the next run's
+        # A report that fails on its own command line still finishes the killed one first.
+        failing = _cli([*_report_argv(new_files, out, NEW["args"]), "--no-such-option"])
+        assert failing.exit_code == 2 and "no-such-option" in failing.stderr, f"K={k}"
+        assert _which(out, refs) == ("old" if k <= journal_at else "new"), f"K={k}"
+        assert not (out / JOURNAL).exists(), f"K={k}"  # staging before it: the next run's
         again = _cli(_report_argv(new_files, out, NEW["args"]))
         assert again.exit_code == 0, f"K={k}: {again.stderr}"
         assert _which(out, refs) == "new" and _clean(out), f"K={k}"
         shutil.rmtree(out)
-        shutil.rmtree(copy)
     assert seen == {"old", "mixed"}  # the kills did land between the renames
 
 

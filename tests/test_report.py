@@ -29,6 +29,7 @@ from l1cert.analysis import accuracy_rows, certified_accuracy, envelopes, radius
 from l1cert.cli import main
 from l1cert.layout import expected_outputs
 from l1cert.noise import NOISES
+from l1cert.report import to_markdown
 from l1cert.runs import Naming, read_run, read_runs
 from l1cert.utils import L1CertError
 
@@ -297,6 +298,42 @@ def test_a_foreign_input_whose_name_says_nothing_asks_for_the_options(tmp_path):
             assert (named.dataset, named.sigma) == ("cifar10", 0.25)
 
 
+def _strict_json(path: Path):
+    def refuse(constant):
+        raise AssertionError(f"{path} holds {constant}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_radii_near_the_float_maximum_give_valid_json(tmp_path):
+    published = _published(tmp_path / "dssn_0.5")
+    np.save(published / "radius_l1.npy", np.array([5e307, 5e307, 0.0, 5e307]))
+    code, stderr = _report(published, "--out-dir", tmp_path / "o", "--dataset", "cifar10",
+                           "--bound", "dssn")  # fmt: skip
+    assert code == 0, stderr
+    metrics = _strict_json(tmp_path / "o" / "metrics.json")
+    (acr,) = [m["acr"] for m in metrics.values()]
+    assert acr == pytest.approx(2 * 5e307 / 4)  # two correct of four, summed without overflow
+    assert _strict_json(tmp_path / "o" / "summary.json")
+
+
+def test_a_newline_in_a_foreign_name_keeps_each_markdown_row_on_one_line(tmp_path):
+    cohen = tmp_path / "cifar10" / "gaussian-line\nbreak|x-s0.25.tsv"
+    cohen.parent.mkdir()
+    shutil.copy(COHEN, cohen)
+    code, stderr = _report(cohen, "--out-dir", tmp_path / "o", "--dataset", "cifar10")
+    if code == 2:  # refused as no plain name: then in one line that names it
+        assert "not a plain name" in _one_error(stderr), stderr
+        return
+    assert code == 0, stderr
+    text = to_markdown(["model", "r=0"], [["gaussian\nline|break", "50.0"]])
+    assert text.splitlines()[2] == "| gaussian line\\|break | 50.0 |"
+    for table in ("certified-accuracy", "envelope"):
+        lines = (tmp_path / "o" / "tables" / f"{table}.md").read_text().splitlines()
+        assert all(line.startswith("| ") and line.endswith(" |") for line in lines), lines
+        assert len(lines) == 3  # header, alignment, the one curve
+
+
 # --- tables, metrics, envelope ------------------------------------------------------------
 
 
@@ -398,8 +435,12 @@ def test_foreign_files_are_said_to_be_read_as_given(built, hand_made):
 def test_expected_outputs_is_exactly_what_is_written(built):
     out, metrics, _ = built
     lock = out / ".report.lock"  # stays, as every lock file of l1cert does; not an output
-    written = {p for p in out.rglob("*") if p.is_file() and p != lock} | {metrics}
-    assert written == set(expected_outputs(out, ["digits", "cifar10", "synth"], metrics))
+    manifest = out / ".report-outputs.json"  # what the next report into `out` may replace
+    written = {p for p in out.rglob("*") if p.is_file() and p not in (lock, manifest)}
+    expected = set(expected_outputs(out, ["digits", "cifar10", "synth"], metrics))
+    assert written | {metrics} == expected
+    listed = sorted(p.relative_to(out).as_posix() for p in written)
+    assert json.loads(manifest.read_text()) == listed
     assert lock.is_file() and lock.read_text() == ""  # released
 
 

@@ -28,7 +28,9 @@ def certified_accuracy(radius: np.ndarray, correct: np.ndarray, radii) -> np.nda
 
 def average_certified_radius(radius: np.ndarray, correct: np.ndarray) -> float:
     """ACR (Zhai et al. 2020): mean over all points of radius·correct (wrong or abstained: 0)."""
-    return float(np.where(correct, np.nan_to_num(radius, nan=0.0), 0.0).mean())
+    # summed as fractions: radii near the float maximum (a published file) must not overflow
+    radius = np.where(correct, np.nan_to_num(radius, nan=0.0), 0.0)
+    return float((radius / max(radius.size, 1)).sum()) if radius.size else float("nan")
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,9 @@ def radius_grid(runs: Sequence[CertifiedRun], points: int = 400) -> np.ndarray:
     raw = largest / points
     magnitude = 10.0 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-    return np.round(np.arange(0.0, largest + step, step), 10)
+    # rounded off float noise; a whole step needs none (and radii near the float maximum
+    # would overflow a rounding to ten decimals)
+    return np.round(np.arange(0.0, largest + step, step), 10 if step < 1 else 0)
 
 
 def settings_text(runs: Sequence[CertifiedRun]) -> str:

@@ -25,9 +25,14 @@ COMMAND_CONFIGS = {
 class _Group(click.Group):
     """Turns library, file-system and usage errors into one line on stderr and exit code 2."""
 
-    def main(self, *args, **kwargs):
+    def main(self, args=None, *rest, **kwargs):
         try:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            _finish_publishing(sys.argv[1:] if args is None else list(args))
+            return super().main(args, *rest, standalone_mode=False, **kwargs)
+        except L1CertError as err:
+            _fail(str(err))
+        except OSError as err:
+            _fail(_os_error(err))
         except click.exceptions.Exit as done:  # --help, --version
             sys.exit(done.exit_code)
         except click.Abort:
@@ -42,13 +47,43 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except L1CertError as err:
             _fail(str(err))
-        except OSError as err:  # a path the system refuses: say which, in one line
-            where = f"{err.filename}: " if err.filename else ""
-            _fail(f"{where}{err.strerror or err}")
+        except OSError as err:
+            _fail(_os_error(err))
+
+
+def _os_error(err: OSError) -> str:
+    """A path the system refuses, in one line that says which."""
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{err.strerror or err}"
+
+
+# The commands that publish through a journal (l1cert.transaction), their output option and
+# what finishes a publication a killed run left there. Done before the command line is even
+# parsed: a run that then fails on its own input still leaves the place all old or all new.
+_PUBLISHING = {
+    "certify": ("--out", "l1cert.resume"),
+    "merge": ("--out", "l1cert.merge"),
+    "report": ("--out-dir", "l1cert.publish"),
+}
+
+
+def _finish_publishing(args: list[str]) -> None:
+    import importlib
+
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command not in _PUBLISHING:
+        return
+    option, module = _PUBLISHING[command]
+    for i, arg in enumerate(args):
+        value = args[i + 1] if arg == option and i + 1 < len(args) else None
+        value = arg.removeprefix(f"{option}=") if arg.startswith(f"{option}=") else value
+        if value:
+            importlib.import_module(module).finish_publishing(value)
 
 
 def _fail(message: str) -> None:
-    click.echo(f"l1cert: error: {message}", err=True)
+    one_line = message.replace("\r", "\\r").replace("\n", "\\n")  # a path may hold them
+    click.echo(f"l1cert: error: {one_line}", err=True)
     sys.exit(2)
 
 

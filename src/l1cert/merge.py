@@ -126,6 +126,15 @@ def _staging(out: Path) -> str:
     return f"{STAGING}{out.name}-"
 
 
+def finish_publishing(out: str | os.PathLike) -> None:
+    """What any merge into `out` does first: finish publishing a merge killed after its
+    commit point, under the output's lock."""
+    out = Path(out)
+    if journal(out).exists():
+        with exclusive_lock(partial_path(out), what=f"merged output {out}"):
+            transaction.roll_forward(journal(out), _vetter(out))
+
+
 def _vetter(out: Path):
     """What a merge's journal may hold: the TSV and its sidecar staged in a staging folder of
     `out` in partial/, moved onto `out` and its sidecar; those staging folders removed."""

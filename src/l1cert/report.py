@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from l1cert import transaction
 from l1cert.analysis import (
     Envelope,
     Row,
@@ -33,12 +28,12 @@ from l1cert.analysis import (
     settings_text,
 )
 from l1cert.certificates import BOUNDS, curve_methods, panel_methods
-from l1cert.certify_format import sidecar_path
 from l1cert.config import ReportConfig
 from l1cert.layout import TABLES, expected_outputs
 from l1cert.names import check_plain_name
+from l1cert.publish import check_paths, publish, recover
 from l1cert.runs import CertifiedRun, Naming, log, log_reads, read_runs
-from l1cert.utils import L1CertError, parse_radii, same_file, umask
+from l1cert.utils import L1CertError, json_text, parse_radii
 
 # What names one curve (a model under one bound) in the tables and plot data.
 CURVE_IDENTITY = ("dataset", "model", "noise", "training", "sigma", "bound")
@@ -157,7 +152,8 @@ def to_csv(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def to_markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     def line(cells):
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+        cells = (" ".join(str(c).split()).replace("|", "\\|") for c in cells)  # one line each
+        return "| " + " | ".join(cells) + " |"
 
     align = [
         "---" if i < 3 or not rows or not _numeric(rows[0][i]) else "---:"
@@ -374,13 +370,6 @@ def bound_plot_csv(runs: Sequence[CertifiedRun], bound: str, grid: np.ndarray) -
     return to_csv(header, rows)
 
 
-# Beside the outputs in the out dir: the lock (`.report.lock`), the journal of a publication
-# under way, and the staging folders the new files are rendered into (l1cert.transaction).
-LOCK = ".report"
-JOURNAL = ".report-journal.json"
-STAGING = ".report-staging-"
-
-
 def build_report(
     paths: Sequence[str | Path],
     out_dir: str | Path,
@@ -395,18 +384,13 @@ def build_report(
     `naming` names Cohen et al.'s six-column files and published result directories (rs4a's
     layout), whose radii are those of its `bound` (see `l1cert.runs`); `partial` accepts
     shards and files missing points, which every caption then says.
-    A report is published as one transaction (`l1cert.transaction`) under the out dir's lock:
-    a report killed while publishing is finished by the next one, so readers find the old
-    report or the new one, never a mix. Every input is read and every output path checked
-    (plain names, inside the out dir, none of them an input) before anything is written.
+    Every input is read and every output path checked (plain names, inside the out dir, none
+    of them an input) before anything is written; the report then takes the out dir as one
+    transaction (`l1cert.publish`): readers find the old report or the new one, never a mix.
     """
     config, naming = config or ReportConfig(), naming or Naming()
     config.validate()
-    radii, fig6_sigma, cost_radius = (
-        parse_radii(config.radii),
-        config.fig6_sigma,
-        config.cost_radius,
-    )
+    radii = parse_radii(config.radii)
     out = Path(out_dir)
     metrics_file = Path(metrics_path) if metrics_path else out / "metrics.json"
     for target in (out, metrics_file.parent):
@@ -420,127 +404,19 @@ def build_report(
     for name in datasets:  # read_all checked them; this function builds paths from them
         check_plain_name("dataset", name)
     targets = expected_outputs(out, datasets, metrics_path)
-    _check_targets(out, targets, metrics_file if metrics_path else None)
-    _check_not_inputs(paths, [*targets, out / f"{LOCK}.lock", out / JOURNAL], metrics_path)
+    check_paths(out, targets, metrics_path, [Path(p) for p in paths])
 
-    out.mkdir(parents=True, exist_ok=True)
-    with _lock(out):
-        log_reads(runs)  # all checked, the folder ours: an error above is stderr's only line
-        transaction.roll_forward(out / JOURNAL, _vetter(out))
-        for stale in out.glob(f"{STAGING}*"):  # of killed runs: no one else holds the lock
-            shutil.rmtree(stale, ignore_errors=True)
-        stage = Path(tempfile.mkdtemp(prefix=STAGING, dir=out))
-        metrics_stage = None
-        try:
-            metrics_stage = _metrics_stage(out, metrics_file, stage)
-            files = _render(runs, radii, fig6_sigma, stage, cost_radius)
-            text = json.dumps(metrics(accuracy_rows(runs, radii), radii), indent=2) + "\n"
-            metrics_stage.write_text(text)
-            pairs = [(stage / f, out / f) for f in files] + [(metrics_stage, metrics_file)]
-            if sorted(map(str, (t for _, t in pairs))) != sorted(map(str, targets)):
-                raise RuntimeError("the report rendered other files than expected_outputs")
-            for source, _ in pairs:
-                os.chmod(source, 0o666 & ~umask())
-            transaction.commit(pairs, out / JOURNAL, cleanup=[stage])
-        finally:
-            if not (out / JOURNAL).exists():  # not committed, or done: the staging goes
-                shutil.rmtree(stage, ignore_errors=True)
-                if metrics_stage is not None:
-                    metrics_stage.unlink(missing_ok=True)
-    for _, target in pairs:
+    def render(stage: Path, metrics_stage: Path) -> list[Path]:  # under the out dir's lock
+        log_reads(runs)  # all checked, the folder ours: an error before is stderr's only line
+        files = _render(runs, radii, config.fig6_sigma, stage, config.cost_radius)
+        metrics_stage.write_text(json_text(metrics(accuracy_rows(runs, radii), radii)))
+        return [*(stage / f for f in files), metrics_stage]
+
+    written = publish(out, targets, metrics_file, render)
+    for target in written:
         log(f"wrote {target}")
-    log(f"done: {len(runs)} certify file(s), {len(pairs)} outputs ({settings_text(runs)})")
-    return [target for _, target in pairs]
-
-
-def recover(out_dir: str | Path) -> int:
-    """Finish publishing a report that was killed after its commit point in `out_dir`, under
-    the out dir's lock; return the number of files it moved (0: nothing was pending)."""
-    out = Path(out_dir)
-    if not (out / JOURNAL).exists():
-        return 0
-    with _lock(out):
-        return transaction.roll_forward(out / JOURNAL, _vetter(out))
-
-
-def inside(out_dir: str | Path, path: str | Path) -> bool:
-    """Whether `path`, every link resolved, lies under `out_dir` (resolved too)."""
-    out = Path(os.path.realpath(out_dir))
-    return Path(os.path.realpath(path)).is_relative_to(out)
-
-
-def _lock(out: Path):
-    return transaction.exclusive_lock(out / LOCK, what=f"report folder {out}")
-
-
-def _metrics_stage(out: Path, metrics_file: Path, stage: Path) -> Path:
-    """Where the new metrics file is written: the staging folder when the metrics go inside
-    the out dir, else a dot-file beside them (a rename never crosses file systems)."""
-    if inside(out, metrics_file.parent):
-        return stage / "metrics.json"
-    metrics_file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{metrics_file.name}{STAGING}", suffix=".tmp", dir=metrics_file.parent
-    )
-    os.close(fd)
-    return Path(tmp)
-
-
-def _check_targets(out: Path, targets: Sequence[Path], metrics_file: Path | None) -> None:
-    """Every output but the --metrics the user named lies inside the out dir."""
-    for target in targets:
-        if target != metrics_file and not inside(out, target):
-            raise L1CertError(
-                f"{target} would be written outside the out dir {out} (a link leads out)"
-            )
-    if metrics_file is not None and any(
-        os.path.realpath(t) == os.path.realpath(metrics_file) for t in targets[:-1]
-    ):
-        raise L1CertError(f"--metrics {metrics_file} is also one of the report's other outputs")
-
-
-def _check_not_inputs(
-    paths: Sequence[str | Path], outputs: Sequence[Path], metrics_path: str | Path | None
-) -> None:
-    """No output (nor the lock or journal) is an input or an input's sidecar."""
-    inputs = [Path(p) for p in paths]
-    inputs += [sidecar_path(p) for p in inputs]
-    for output in outputs:
-        for source in inputs:
-            if same_file(output, source):
-                what = (
-                    f"--metrics {output}"
-                    if metrics_path is not None and output == Path(metrics_path)
-                    else f"the report would write {output}, which"
-                )
-                raise L1CertError(
-                    f"{what} is also an input ({source}); a report never writes over what it "
-                    "reads: choose another --out-dir or --metrics"
-                )
-
-
-def _vetter(out: Path):
-    """What a report's journal may hold: files staged in a staging folder of `out` (or beside
-    the metrics file) moved inside `out` (or onto that metrics file), and staging folders."""
-
-    def staged_in_out(path: Path) -> bool:
-        rel = path.relative_to(os.path.abspath(out))
-        return rel.parts[0].startswith(STAGING) and len(rel.parts) > 1
-
-    def moves(source: Path, target: Path) -> bool:
-        beside = source.parent == target.parent and source.name.startswith(
-            f".{target.name}{STAGING}"
-        )
-        return beside or (_under(out, source) and staged_in_out(source) and inside(out, target))
-
-    def removes(folder: Path) -> bool:
-        return _under(out, folder) and folder.name.startswith(STAGING)
-
-    return transaction.vetter(out / JOURNAL, moves, removes)
-
-
-def _under(out: Path, path: Path) -> bool:
-    return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(out))
+    log(f"done: {len(runs)} certify file(s), {len(written)} outputs ({settings_text(runs)})")
+    return written
 
 
 def _render(
@@ -559,7 +435,7 @@ def _render(
         written.append(name)
 
     rows = accuracy_rows(runs, radii)
-    write("summary.json", json.dumps(summary(runs, radii), indent=2) + "\n")
+    write("summary.json", json_text(summary(runs, radii)))
     header, machine, display = accuracy_table(rows, radii)
     caption = captions(runs, radii, fig6_sigma, cost_radius)
     write("tables/certified-accuracy.csv", to_csv(header, machine))

@@ -140,6 +140,14 @@ def journal(out: Path) -> Path:
     return partial_path(out).with_name(f"{out.name}.journal.json")
 
 
+def finish_publishing(out: str | os.PathLike) -> None:
+    """What any certify into `out` does first, under the output's lock: `recover`."""
+    out = Path(out)
+    if journal(out).exists():
+        with transaction.exclusive_lock(partial_path(out)):
+            recover(out)
+
+
 def recover(out: Path) -> None:
     """Under the output's lock: finish publishing a pair a killed run left half moved, and
     remove the temporary files a killed run left in partial/."""

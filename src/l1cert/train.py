@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import sys
 import time
@@ -33,7 +32,14 @@ from l1cert.data import dataset_info, load_split
 from l1cert.fields import config_defaults
 from l1cert.models import build_model, check_fits, load_checkpoint, save_model
 from l1cert.noise import Noise, noise_class
-from l1cert.utils import L1CertError, atomic_path, atomic_write_text, check_memory, resolve_device
+from l1cert.utils import (
+    L1CertError,
+    atomic_path,
+    atomic_write_text,
+    check_memory,
+    json_text,
+    resolve_device,
+)
 
 CHECKPOINT_FORMAT = "l1cert-train/1"
 CHECKPOINT = "checkpoint-last.pt"  # the resume state while a run lasts
@@ -132,7 +138,7 @@ def train(
         "l1cert_version": __version__,
     }
     save_model(out / "model.pt", model, meta, noise.state())
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(out / "metrics.json", json_text(metrics))
     (out / CHECKPOINT).unlink(missing_ok=True)
     return metrics
 

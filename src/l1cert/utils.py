@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -92,6 +94,22 @@ def umask() -> int:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def json_text(doc) -> str:
+    """`doc` as indented JSON text. JSON has no Infinity or NaN: a float that is not finite
+    (an ACR overflowing on absurd radii, a loss that diverged) is written as null."""
+
+    def finite(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {key: finite(v) for key, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(doc), indent=2, allow_nan=False) + "\n"
 
 
 def parse_radii(radii, option: str = "--radii") -> list[float]:
