@@ -34,6 +34,6 @@ localrules:
 
 
 rule all:
+    default_target: True
     input:
         rules.report.output,
-    default_target: True

@@ -130,10 +130,22 @@ def dvc_outputs(project: Path) -> set[str]:
         "config/paper-cifar10.yaml",
         "config/paper-imagenet.yaml",
         "config/dssn-cifar10.yaml",
+        "config/digits-training.yaml",
+        "config/training-cifar10.yaml",
     ],
 )
 def test_shipped_configs_are_valid(name):
-    validate(yaml.safe_load((ROOT / name).read_text()), SCHEMA)
+    """Each as Snakemake reads it: a configfile overlaid on params.yaml, key by key."""
+
+    def overlay(base: dict, top: dict) -> dict:
+        merged = dict(base)
+        for key, value in top.items():
+            both = isinstance(value, dict) and isinstance(base.get(key), dict)
+            merged[key] = overlay(base[key], value) if both else value
+        return merged
+
+    config = yaml.safe_load((ROOT / name).read_text())
+    validate(overlay(yaml.safe_load((ROOT / "params.yaml").read_text()), config), SCHEMA)
 
 
 def _set(config, dotted, value):
@@ -252,7 +264,13 @@ def _models(config):
 
 @pytest.mark.parametrize(
     "configfile",
-    [None, "config/paper-cifar10.yaml", "config/paper-imagenet.yaml", "config/dssn-cifar10.yaml"],
+    [
+        None,
+        "config/paper-cifar10.yaml",
+        "config/paper-imagenet.yaml",
+        "config/dssn-cifar10.yaml",
+        "config/training-cifar10.yaml",
+    ],
 )
 def test_dry_run_lists_the_full_grid(tmp_path, configfile):
     project = make_project(tmp_path / "project")
@@ -269,6 +287,7 @@ def test_dry_run_lists_the_full_grid(tmp_path, configfile):
             "config/paper-cifar10.yaml": 16,
             "config/paper-imagenet.yaml": 6,
             "config/dssn-cifar10.yaml": 8,
+            "config/training-cifar10.yaml": 32,
         }[configfile]
     )
     for model in models:

@@ -17,18 +17,18 @@ rule certify:
         json=f"{CERTIFY}/shard-{{scatteritem}}.json",
     log:
         "logs/certify/{dataset}/{model}/shard-{scatteritem}.log",
-    params:
-        decides=decides("certify"),
-        cmd=lambda w, input, output: pipeline.certify_command(
-            SOURCE, input.model, NOISE_OF[w.model], w.scatteritem.replace("-of-", "/"), output.tsv
-        ),
+    conda:
+        "../envs/l1cert.yaml"
     threads: config["resources"]["certify"]["threads"]
     resources:
         gpu=config["resources"]["certify"]["gpu"],
         runtime=config["resources"]["certify"]["runtime"],
         mem_mb=config["resources"]["certify"]["mem_mb"],
-    conda:
-        "../envs/l1cert.yaml"
+    params:
+        decides=decides("certify"),
+        cmd=lambda w, input, output: pipeline.certify_command(
+            SOURCE, input.model, NOISE_OF[w.model], w.scatteritem.replace("-of-", "/"), output.tsv
+        ),
     shell:
         "{params.cmd} > {log} 2>&1"
 
@@ -42,11 +42,11 @@ rule merge:
         json=f"{CERTIFY}.json",
     log:
         "logs/merge/{dataset}/{model}.log",
+    conda:
+        "../envs/l1cert.yaml"
     params:
         cmd=lambda w, input, output: pipeline.merge_command(
             SOURCE, " ".join(map(shlex.quote, input.shards)), output.tsv
         ),
-    conda:
-        "../envs/l1cert.yaml"
     shell:
         "{params.cmd} > {log} 2>&1"

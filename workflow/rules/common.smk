@@ -11,7 +11,6 @@ from l1cert.utils import L1CertError
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-
 # The schema's stage sections come from l1cert.config's dataclasses. Numbers given with --config
 # arrive as strings: they are converted where the schema wants numbers.
 SCHEMA = Path(workflow.basedir) / "workflow/schemas/params.schema.yaml"
@@ -56,7 +55,9 @@ if len(IMPORTED) != len(config.get("models", [])):
 if clash := sorted(set(IMPORTED) & set(TRAINED)):
     raise WorkflowError(f"models: {', '.join(clash)} is the name of a grid model; choose another")
 if IMPORTED and DATASET not in ("cifar10", "imagenet"):  # what `l1cert import` converts
-    raise WorkflowError(f"models: l1cert imports checkpoints for cifar10 or imagenet, not {DATASET}")
+    raise WorkflowError(
+        f"models: l1cert imports checkpoints for cifar10 or imagenet, not {DATASET}"
+    )
 
 
 def one_of(names):

@@ -9,10 +9,10 @@ rule data:
         MANIFEST,
     log:
         "logs/data/{dataset}.log",
+    conda:
+        "../envs/l1cert.yaml"
     params:
         decides=decides("data"),
         cmd=lambda wildcards, output: pipeline.data_command(SOURCE, output[0]),
-    conda:
-        "../envs/l1cert.yaml"
     shell:
         "{params.cmd} > {log} 2>&1"

@@ -10,13 +10,13 @@ rule import_model:
         model=f"{IMPORTED_DIR}/model.pt",
     log:
         "logs/import/{dataset}/{imported}.log",
+    conda:
+        "../envs/l1cert.yaml"
     params:
         decides=lambda w: IMPORTED[w.imported],
         # the entry as options (--name ... --path ...), the spelling DVC's ${item} writes
         cmd=lambda w, output: pipeline.import_command(
             SOURCE, pipeline.entry_options(IMPORTED[w.imported]), w.dataset, output.model
         ),
-    conda:
-        "../envs/l1cert.yaml"
     shell:
         "{params.cmd} > {log} 2>&1"

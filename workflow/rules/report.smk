@@ -10,12 +10,12 @@ rule report:
         [in_report(path) for path in REPORT],
     log:
         "logs/report.log",
+    conda:
+        "../envs/l1cert.yaml"
     params:
         decides=decides("report"),
         cmd=lambda w, input: pipeline.report_command(
             SOURCE, " ".join(map(shlex.quote, input.merged)), "results", "results/metrics.json"
         ),
-    conda:
-        "../envs/l1cert.yaml"
     shell:
         "{params.cmd} > {log} 2>&1"

@@ -13,17 +13,17 @@ rule train:
         metrics=f"{TRAINED_DIR}/metrics.json",
     log:
         "logs/train/{dataset}/{noise}-{training}-s{sigma}.log",
-    params:
-        decides=decides("train"),
-        cmd=lambda w, output: pipeline.train_command(
-            SOURCE, w.noise, w.sigma, w.training, str(Path(output.model).parent)
-        ),
+    conda:
+        "../envs/l1cert.yaml"
     threads: config["resources"]["train"]["threads"]
     resources:
         gpu=config["resources"]["train"]["gpu"],
         runtime=config["resources"]["train"]["runtime"],
         mem_mb=config["resources"]["train"]["mem_mb"],
-    conda:
-        "../envs/l1cert.yaml"
+    params:
+        decides=decides("train"),
+        cmd=lambda w, output: pipeline.train_command(
+            SOURCE, w.noise, w.sigma, w.training, str(Path(output.model).parent)
+        ),
     shell:
         "{params.cmd} > {log} 2>&1"
