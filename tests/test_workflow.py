@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -299,6 +300,21 @@ def test_dry_run_lists_the_full_grid(tmp_path, configfile):
     assert len(shard_files) == len(models) * shards
     assert f"results/figures/{dataset}-certified-accuracy.png" in outputs
     assert "results/metrics.json" in outputs
+
+
+def test_the_slurm_profile_asks_for_the_gpus_the_experiment_gives(tmp_path):
+    """A CPU partition needs no profile edit: `resources.<rule>.gpu` reaches sbatch as is."""
+    project = make_project(tmp_path / "project")
+    cpu_training = 'resources={"train": {"threads": 1, "gpu": 0, "runtime": 30, "mem_mb": 2000}}'
+    result = run(["snakemake", "-n", "--profile", "workflow/profiles/slurm", "--config",
+                  cpu_training], project)  # fmt: skip
+    planned = {}  # rule -> the gpu resource of its jobs
+    for block in result.stdout.split("\n\n"):
+        rule = re.search(r"^(?:localrule|rule) (\w+):", block, re.M)
+        gpu = re.search(r"resources: .*\bgpu=(\d+)", block)
+        if rule and gpu:
+            planned.setdefault(rule.group(1), set()).add(int(gpu.group(1)))
+    assert planned == {"train": {0}, "certify": {1}}, result.stdout[-2000:]
 
 
 def test_set_scatter_overrides_the_shards(tmp_path):
