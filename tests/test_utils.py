@@ -2,6 +2,7 @@
 
 import os
 import stat
+import time
 
 import pytest
 
@@ -27,3 +28,16 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
         raise RuntimeError("killed")
     assert target.read_text() == "computed"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_progress_off_a_terminal_writes_a_few_updates_not_one_per_step(monkeypatch):
+    import io
+
+    from l1cert.utils import progress
+
+    log = io.StringIO()  # a job's log file: not a terminal
+    monkeypatch.setattr("sys.stderr", log)
+    for _ in progress(range(40), desc="work"):
+        time.sleep(0.02)  # a terminal's bar would redraw 8 times
+    updates = log.getvalue().count("\r")
+    assert 1 <= updates <= 3 and "40/40" in log.getvalue()

@@ -150,32 +150,30 @@ def _sidecar(config, data, meta, noise_state, model_path, device, k, total):
     return side, noise, mode, test_set, block
 
 
-def _certify_block(partial, model, noise, mode, test_set, block, done, side, progress):
+def _certify_block(partial, model, noise, mode, test_set, block, done, side, show_progress):
     """Certify the shard's points not yet in the partial file, appending a row for each;
     return the seconds it took (its rows' own times overlap under sequential sampling)."""
-    from tqdm import tqdm
-
     from l1cert.smoothing import Smooth
+    from l1cert.utils import progress
 
     result, part = side["result"], side["part"]
     settings = {**result, "batch": side["run"]["batch"]}
     smooth = Smooth(model, result["num_classes"], noise,
                     compile=result["compile"], precision=result["precision"])  # fmt: skip
     todo = [idx for idx in block if idx not in done]
-    if progress:
+    if show_progress:
         print(f"l1cert certify: compile {'on' if result['compile'] else 'off'} "
               f"({side['run']['compile']}), precision {result['precision']}",
               file=sys.stderr)  # fmt: skip
     if todo:
         warn_if_slow(smooth, test_set[todo[0]][0], mode.draws_per_point(result), settings)
-    bar = tqdm(
+    bar = progress(
         total=len(block),
         initial=len(block) - len(todo),
         desc=f"certify {result['dataset']} {noise.name} sigma={noise.sigma:g} "
         f"shard {part['shard']}/{part['shards']} ({mode.describe(result)})",
         unit="point",
-        file=sys.stderr,
-        disable=not progress,
+        disable=not show_progress,
     )
     synced = started = time.monotonic()
     with writing(partial), open(partial, "a") as f, bar:

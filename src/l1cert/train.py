@@ -38,6 +38,7 @@ from l1cert.utils import (
     atomic_write_text,
     check_memory,
     json_text,
+    progress,
     resolve_device,
 )
 
@@ -214,11 +215,10 @@ def _train_epoch(model, loader, optimizer, noise, noise_rng, config, epoch, devi
     lr = optimizer.param_groups[0]["lr"]
     total_loss = correct = count = 0
     started = time.perf_counter()
-    bar = tqdm(
+    bar = progress(
         loader,
         desc=f"epoch {epoch + 1}/{config.epochs} {config.training}",
         leave=False,
-        file=sys.stderr,
         unit="batch",
     )
     for x, y in bar:

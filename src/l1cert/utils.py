@@ -96,6 +96,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def progress(iterable=None, **options):
+    """A progress bar on stderr: redrawn ten times a second on a terminal; elsewhere (a job's
+    log, DVC's captured output) at most every 30 seconds, so logs stay small and still show
+    that long work goes on."""
+    import sys
+
+    from tqdm import tqdm
+
+    interval = 0.1 if sys.stderr.isatty() else 30.0
+    return tqdm(iterable, file=sys.stderr, mininterval=interval, **options)
+
+
 def json_text(doc) -> str:
     """`doc` as indented JSON text. JSON has no Infinity or NaN: a float that is not finite
     (an ACR overflowing on absurd radii, a loss that diverged) is written as null."""
