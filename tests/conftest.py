@@ -125,8 +125,8 @@ def certify_sidecar(noise, sigma, *, dataset="digits", training="type1", n0=100,
 
 def _exact_settings(sigma: float, grid: int | None, dataset: str) -> dict:
     """What a DSSN run's sidecar records of its noise and sampling: L copies on grid q."""
+    from l1cert.grid import half_width, num_offsets
     from l1cert.names import INPUT_GRID
-    from l1cert.splitting import half_width, num_offsets
 
     grid = grid or INPUT_GRID[dataset]
     scale = half_width(sigma, grid)

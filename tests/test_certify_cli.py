@@ -20,6 +20,7 @@ from l1cert.certify import certify_to_tsv
 from l1cert.certify_format import file_sha256
 from l1cert.cli import main
 from l1cert.config import DataConfig
+from l1cert.grid import half_width
 from l1cert.resume import partial_path
 from l1cert.utils import L1CertError
 
@@ -386,7 +387,7 @@ def dssn_checkpoint(tmp_path_factory):
     info = data.dataset_info("digits")
     torch.manual_seed(0)
     model = models.build_model("digits_mlp", 10, info.input_shape, info.mean, info.std)
-    lam = splitting.half_width(0.5, 16)
+    lam = half_width(0.5, 16)
     meta = dict(
         arch="digits_mlp", dataset="digits", num_classes=10, input_shape=info.input_shape,
         mean=info.mean, std=info.std, noise="dssn", sigma=0.5, training="type1",

@@ -182,8 +182,9 @@ def test_imagefolder_loads_resized_images(tmp_path):
 def test_sixteen_bit_grey_images_are_read_at_their_depth(tmp_path):
     """A 16-bit grey PNG becomes k/65535 on three equal channels (Pillow alone would clip it to
     white); DSSN, whose grid is 8-bit, refuses such an off-grid point rather than rounding it."""
+    from l1cert.grid import half_width
     from l1cert.noise import DSSN
-    from l1cert.splitting import half_width, make_template
+    from l1cert.splitting import make_template
 
     _image_tree(tmp_path / "imagefolder", ("train", "test"), size=(4, 4))
     grey = np.arange(16, dtype=np.uint16).reshape(4, 4) * 4000 + 7

@@ -23,6 +23,7 @@ from l1cert import data, models, splitting
 from l1cert.certify import certify_to_tsv
 from l1cert.cli import main
 from l1cert.config import DataConfig, TrainConfig, Type2Config
+from l1cert.grid import half_width
 from l1cert.noise import make_noise
 from l1cert.points import SELECTION, Draws
 from l1cert.resume import partial_path
@@ -89,7 +90,7 @@ def test_split_draws_are_cell_middles():
 def test_template_round_trips_through_the_checkpoint(dssn_model):
     model, meta, state = models.load_model_and_noise(dssn_model)
     template = state["template"]
-    lam = splitting.half_width(SIGMA, 16)
+    lam = half_width(SIGMA, 16)
     assert torch.equal(template, splitting.make_template([1, 8, 8], lam, 16, seed=0))
     # weights_only=True loads it: plain tensors only
     raw = torch.load(dssn_model, weights_only=True)
@@ -107,7 +108,7 @@ def test_exact_certify_writes_counts_of_all_L_copies(dssn_model, tmp_path):
     model, meta, state = models.load_model_and_noise(dssn_model)
     test = data.load_split("digits", "test")
     xs = torch.stack([test[int(r["idx"])][0] for r in rows])
-    lam = splitting.half_width(SIGMA, 16)
+    lam = half_width(SIGMA, 16)
     naive = torch.zeros(len(rows), 10, dtype=torch.long)  # one offset at a time, one point
     for j, offsets in enumerate(splitting.dssn_offsets(state["template"], lam, 16)):
         with torch.no_grad():
@@ -239,7 +240,7 @@ def test_a_checkpoint_without_its_template_is_refused(tmp_path, template, fragme
 
 
 def test_off_grid_inputs_are_refused_naming_the_point():
-    lam = splitting.half_width(SIGMA, 16)
+    lam = half_width(SIGMA, 16)
     noise = make_noise("dssn", SIGMA, 16, splitting.make_template([4], lam, 16, seed=1))
     smooth = Smooth(HalfSpace(0.5), 2, noise, channels_last=False)
     on = torch.tensor([0.5, 0.25, 0.0, 1.0])
@@ -250,7 +251,7 @@ def test_off_grid_inputs_are_refused_naming_the_point():
 
 
 def test_merge_refuses_dssn_shards_of_another_template(tmp_path):
-    lam = splitting.half_width(SIGMA, 16)
+    lam = half_width(SIGMA, 16)
     paths = []
     for seed in (0, 1):
         model = _save_dssn(

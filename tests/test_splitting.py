@@ -6,15 +6,14 @@ import pytest
 import torch
 from scipy import stats
 
+from l1cert.grid import half_width, num_offsets
 from l1cert.noise import DSSN
 from l1cert.smoothing import Smooth
 from l1cert.splitting import (
     check_on_grid,
     dssn_certify,
     dssn_offsets,
-    half_width,
     make_template,
-    num_offsets,
     random_offsets,
     split,
 )

@@ -317,6 +317,19 @@ def test_the_slurm_profile_asks_for_the_gpus_the_experiment_gives(tmp_path):
     assert planned == {"train": {0}, "certify": {1}}, result.stdout[-2000:]
 
 
+def test_parsing_the_snakefile_imports_neither_torch_nor_matplotlib(tmp_path):
+    """Planning stays quick: the Snakefile and rules/common.smk import the torch-free modules
+    only (Python's import log of a real `snakemake --list-rules`)."""
+    project = make_project(tmp_path / "project")
+    result = run(["snakemake", "--list-rules"], project,
+                 env={**ENV, "PYTHONPROFILEIMPORTTIME": "1"})  # fmt: skip
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}  # fmt: skip
+    assert "l1cert.pipeline" in imported and "l1cert.layout" in imported  # the log is real
+    heavy = sorted(m for m in imported if m.split(".")[0] in ("torch", "matplotlib"))
+    assert not heavy, heavy[:5]
+
+
 def test_set_scatter_overrides_the_shards(tmp_path):
     project = make_project(tmp_path / "project")
     outputs = snakemake_outputs(project, "--set-scatter", "certify=3")

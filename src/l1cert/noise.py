@@ -232,7 +232,8 @@ class DSSN(Split):
     buffers = 5  # the batch, its int64 template steps and float64 offsets
 
     def __init__(self, sigma: float, grid: int | None = None, template=None):
-        from l1cert.splitting import check_template, half_width, num_offsets
+        from l1cert.grid import half_width, num_offsets
+        from l1cert.splitting import check_template
 
         super().__init__(sigma)
         if grid is None:
@@ -289,14 +290,15 @@ class DSSN(Split):
 
     @classmethod
     def check_sigma(cls, sigma, grid):
-        from l1cert.splitting import half_width
+        from l1cert.grid import half_width
 
         super().check_sigma(sigma, grid)
         half_width(sigma, grid)  # refuses fewer than 2 copies
 
     @classmethod
     def for_model(cls, sigma, grid, input_shape, seed):
-        from l1cert.splitting import half_width, make_template
+        from l1cert.grid import half_width
+        from l1cert.splitting import make_template
 
         lam = half_width(sigma, grid)
         return cls(sigma, grid, make_template(input_shape, lam, grid, seed))

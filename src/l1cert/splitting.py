@@ -18,48 +18,17 @@ template a cut can sit within float error of a pixel value and one grid step can
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from l1cert.grid import check_grid, num_offsets
 from l1cert.utils import L1CertError
 
 # A float32 pixel k/q is within 6e-8 of it; 1e-5 is far below half a grid step for any q < 10⁴.
 ON_GRID_TOL = 1e-5
-
-
-def _check_grid(grid) -> int:
-    if isinstance(grid, bool) or not isinstance(grid, (int, np.integer)) or grid < 1:
-        raise L1CertError(f"the grid q must be a positive integer, got {grid!r}")
-    return int(grid)
-
-
-def half_width(sigma: float, grid: int) -> float:
-    """λ matched to uniform noise of standard deviation σ (λ = √3·σ), rounded down to a
-    multiple of 1/(2q) so that L = 2λq, the number of DSSN offsets, is an integer."""
-    q = _check_grid(grid)
-    sigma = float(sigma)
-    if not (math.isfinite(sigma) and sigma > 0):
-        raise L1CertError(f"sigma must be a finite positive number, got {sigma} (grid q={q})")
-    # The tolerance keeps an exact multiple (L = 57 computed as 56.99999999999999) at 57.
-    L = math.floor(2 * math.sqrt(3) * sigma * q + 1e-9)
-    if L < 2:
-        raise L1CertError(f"sigma={sigma:g} on the grid q={q} gives L={L} splits; need L >= 2")
-    return L / (2 * q)
-
-
-def num_offsets(lam: float, grid: int) -> int:
-    """L = 2λq, the number of distinct DSSN splits of an on-grid input."""
-    q = _check_grid(grid)
-    L = round(2 * lam * q)
-    if L < 1 or abs(2 * lam * q - L) > 1e-6:
-        raise L1CertError(
-            f"2·lam·q must be a positive integer; lam={lam!r}, q={q} gives {2 * lam * q}"
-        )
-    return L
 
 
 def split(x: torch.Tensor, offsets: torch.Tensor, lam: float) -> torch.Tensor:
@@ -160,7 +129,7 @@ def _off_grid(x: torch.Tensor, grid: int) -> torch.Tensor:
 
 def off_grid_points(xs: torch.Tensor, grid: int) -> torch.Tensor:
     """The indices of the points (rows of xs) with a coordinate off the grid."""
-    return torch.nonzero(_off_grid(xs, _check_grid(grid)).flatten(1).any(dim=1)).flatten()
+    return torch.nonzero(_off_grid(xs, check_grid(grid)).flatten(1).any(dim=1)).flatten()
 
 
 def check_on_grid(x: torch.Tensor, grid: int, what: str = "input") -> None:
@@ -168,7 +137,7 @@ def check_on_grid(x: torch.Tensor, grid: int, what: str = "input") -> None:
 
     The certificate holds for on-grid inputs only; an off-grid input is an error, never
     silently rounded."""
-    q = _check_grid(grid)
+    q = check_grid(grid)
     bad = _off_grid(x, q)
     if torch.any(bad):
         first = tuple(int(i) for i in torch.nonzero(bad)[0])
@@ -199,7 +168,7 @@ def dssn_certify(counts, grid: int) -> ExactCertificate:
     an infinite radius; it is refused rather than written as inf. `certificates.dssn` computes
     the same radius from (N_A, N_B, A, B) for re-derivation; it is not called here so that
     training, which imports this module, does not depend on the certificates' code."""
-    q = _check_grid(grid)
+    q = check_grid(grid)
     counts = counts.cpu().numpy() if isinstance(counts, torch.Tensor) else np.asarray(counts)
     if counts.ndim != 2 or counts.shape[1] < 2:
         raise L1CertError(f"counts must be (points, classes >= 2), got shape {counts.shape}")
