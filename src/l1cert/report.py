@@ -592,7 +592,7 @@ def _render(
     for dataset in datasets:
         mine = [r for r in runs if r.dataset == dataset]
         grid = grids[dataset]
-        title = f"{dataset} ({settings_text(mine)})"
+        title = dataset  # the settings are the captions' to state
         figure_files[f"{dataset}-certified-accuracy"] = lambda stem, m=mine, g=grid, t=title: (
             figures.accuracy_per_sigma(stem, m, g, t)
         )
