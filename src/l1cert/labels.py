@@ -37,3 +37,10 @@ def bound_label(bound: str) -> str:
     show ids: 'Laplace, Thm 2 (teng)' -> 'Laplace, Thm 2'."""
     label = BOUNDS[bound].label if bound in BOUNDS else bound
     return label.removesuffix(f" ({bound})")
+
+
+def bound_parts(bound: str) -> tuple[str, str]:
+    """A bound's display label in two: (its noise, its certificate), for tables with a column
+    each: 'Laplace, Lecuyer et al. (DP)' -> ('Laplace', 'Lecuyer et al. (DP)')."""
+    noise, _, certificate = bound_label(bound).partition(", ")
+    return (noise, certificate) if certificate else ("", noise)

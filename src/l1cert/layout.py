@@ -18,7 +18,7 @@ CERTIFY = "results/certify/{dataset}/{model}"  # its shards inside, the merged f
 
 # What a report writes: tables, figures for all datasets and per dataset, their captions, the
 # plot data, the DVC metric and the per-model metrics.
-TABLES = ("certified-accuracy", "envelope")
+TABLES = ("certified-accuracy", "envelope", "cost")
 FIGURES = ("bound-comparison", "radius-vs-pa")
 DATASET_FIGURES = ("certified-accuracy", "comparison", "envelope", "cost")
 
