@@ -11,13 +11,12 @@ from pathlib import Path
 import matplotlib
 import matplotlib.image
 import pytest
-from conftest import HAND_MADE_ROWS, write_certify_file, write_hand_made
+from conftest import write_grid, write_hand_made
 from matplotlib.text import Text
 
 from l1cert import figures
 from l1cert.analysis import radius_grid
 from l1cert.runs import read_runs
-from l1cert.splitting import half_width, num_offsets
 
 TEXT_WIDTH_PT = 520  # the widest a figure may be: a paper's text width
 MIN_FONT_PT = 7.0
@@ -98,20 +97,9 @@ def runs(tmp_path_factory, hand_made):
 def grid_runs(tmp_path_factory):
     """Laplace, Gaussian, uniform and DSSN models, three training types, four σ: more panels
     than a row holds."""
-    folder = tmp_path_factory.mktemp("grid") / "digits"
-    rows = [dict(zip(("idx", "label", "count", "count_b", "top_class"), row, strict=True))
-            for row in HAND_MADE_ROWS]  # fmt: skip
-    files = []
-    for training in ("type1", "type2", "consistency"):
-        for sigma in (0.12, 0.25, 0.5, 1.0):
-            for noise in ("laplace", "gaussian", "uniform"):
-                files.append(write_certify_file(folder / f"{noise}-{training}-s{sigma}.tsv",
-                                                noise, sigma, rows, training=training))  # fmt: skip
-            copies = num_offsets(half_width(sigma, 16), 16)
-            exact = [{**row, "count": copies - 1 - row["idx"] % 2, "count_b": 1,
-                      "runner_up": (row["top_class"] + 1) % 10} for row in rows]  # fmt: skip
-            files.append(write_certify_file(folder / f"dssn-{training}-s{sigma}.tsv", "dssn",
-                                            sigma, exact, training=training))  # fmt: skip
+    folder = tmp_path_factory.mktemp("grid")
+    trainings, sigmas = ("type1", "type2", "consistency"), (0.12, 0.25, 0.5, 1.0)
+    files = write_grid(folder, ("laplace", "gaussian", "uniform", "dssn"), trainings, sigmas)
     return read_runs(files, quiet=True)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from conftest import (
     HAND_MADE_ROWS,
     HAND_MADE_SIGMA,
     write_certify_file,
+    write_grid,
     write_hand_made,
 )
 from scipy.stats import beta, norm
@@ -28,9 +30,9 @@ from scipy.stats import beta, norm
 from l1cert import certify_format as fmt
 from l1cert.analysis import accuracy_rows, certified_accuracy, envelopes, radius_grid
 from l1cert.cli import main
-from l1cert.layout import expected_outputs
+from l1cert.layout import all_bounds, expected_outputs
 from l1cert.noise import NOISES
-from l1cert.report import latex_escape
+from l1cert.report import headline, latex_escape
 from l1cert.runs import Naming, read_run, read_runs
 from l1cert.utils import L1CertError
 
@@ -470,6 +472,54 @@ def test_latex_escape():
     assert latex_escape("Voráček & Hein: 50% of a_b at ℓ1 σ ≥ 1") == (
         r"Vor\'{a}\v{c}ek \& Hein: 50\% of a\_b at $\ell_1$ $\sigma$ $\geq$ 1"
     )
+
+
+# --- the DVC metric ---------------------------------------------------------------------------
+
+DEFAULT_NOISES, DEFAULT_TRAININGS = ("laplace", "gaussian", "uniform", "dssn"), ("type1", "type2")
+
+
+def test_the_headline_holds_the_envelope_s_best_acr_accuracy_and_passes(hand_made):
+    found = headline([read_run(hand_made)], 0.5)
+    assert set(found) == set(EXPECTED)
+    for bound, expected in EXPECTED.items():
+        assert found[bound] == {  # one model: its own numbers; n0 + n passes per point
+            "type1": {
+                "acr": round(expected["acr"], 3),
+                "acc@0.5": round(expected["acc"][2], 3),
+                "passes": 1100,
+            }  # fmt: skip
+        }
+
+
+def test_the_dvc_metric_of_the_default_experiment_is_a_table_under_250_columns(tmp_path):
+    """`dvc metrics show` on the headline of an experiment of the default's shape (four
+    noises, Type 1 and Type 2, four σ): a row per bound, a column per training and number."""
+    files = write_grid(tmp_path / "certify", DEFAULT_NOISES, DEFAULT_TRAININGS,
+                       (0.12, 0.25, 0.5, 1.0))  # fmt: skip
+    found = headline(read_runs(files, quiet=True), 0.5)
+    bounds = [b for noise in DEFAULT_NOISES for b in NOISES[noise].bounds]
+    assert sorted(found) == sorted(bounds)
+    for rows in found.values():
+        assert set(rows) == set(DEFAULT_TRAININGS)
+        assert all(set(row) == {"acr", "acc@0.5", "passes"} for row in rows.values())
+    repo = tmp_path / "repo"
+    (repo / "results" / "summary").mkdir(parents=True)
+    for bound in all_bounds():  # as the report writes it
+        (repo / "results" / "summary" / f"{bound}.json").write_text(
+            json.dumps(found.get(bound, {}))
+        )
+    listed = "".join(f"- results/summary/{b}.json\n" for b in all_bounds())
+    (repo / "dvc.yaml").write_text(f"metrics:\n{listed}")  # as dvc.yaml lists them
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=repo, env=env, check=True)
+    shown = subprocess.run([*dvc, "metrics", "show"], cwd=repo, env=env, check=True,
+                           capture_output=True, text=True).stdout.splitlines()  # fmt: skip
+    assert len(shown) == 1 + len(all_bounds())  # the header, a row per bound
+    assert shown[0].split()[1:] == [f"{t}.{k}" for t in DEFAULT_TRAININGS
+                                    for k in ("acc@0.5", "acr", "passes")]  # fmt: skip
+    assert max(map(len, shown)) <= 250, "\n".join(shown)
 
 
 def test_plot_csv_matches_the_curves(built):

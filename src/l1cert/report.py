@@ -38,7 +38,7 @@ from l1cert.certificates import BOUNDS, curve_methods, panel_methods
 from l1cert.certify_format import sidecar_path
 from l1cert.config import ReportConfig
 from l1cert.labels import bound_parts, noise_label, training_label
-from l1cert.layout import TABLES, expected_outputs
+from l1cert.layout import HEADLINE, SUMMARY, TABLES, expected_outputs
 from l1cert.names import check_plain_name
 from l1cert.noise import NOISES
 from l1cert.runs import CertifiedRun, Naming, log, log_reads, read_runs, training_rank
@@ -530,31 +530,53 @@ def metrics(rows: Sequence[Row], radii: Sequence[float]) -> dict:
 
 
 def summary(runs: Sequence[CertifiedRun], radii: Sequence[float]) -> dict:
-    """The run in one small metric (`dvc metrics show`, `dvc exp show`): per
-    '<training>/<bound>' ('<dataset>/<training>/<bound>' where the runs span datasets), the
-    envelope's certified accuracy at the report radii
-    (`acc`), the best ACR over σ (`acr`), and what it cost: forward passes per point (mean, n0
-    included), in all, certification and training seconds (all the σ models together)."""
+    """Every number of the envelopes (`summary-full.json`): per '<training>/<bound>'
+    ('<dataset>/<training>/<bound>' where the runs span datasets), the envelope's certified
+    accuracy at the report radii (`acc`), the best ACR over σ (`acr`), and what it cost:
+    forward passes per point (mean, n0 included), in all, certification and training seconds
+    (all the σ models together, as their certify files record them)."""
     found, one_dataset = {}, len({run.dataset for run in runs}) == 1
     for env in envelopes(runs, radii):
         cost = env.cost
-        acr = max(
-            average_certified_radius(m.bound_radii[env.bound], m.hits[env.bound])
-            for m in env.members
-        )
         key = f"{env.training}/{env.bound}"
         found[key if one_dataset else f"{env.dataset}/{key}"] = {
             "acc": {
                 _radius_label(r): round(float(a), 4)
                 for r, a in zip(radii, env.accuracy, strict=True)
             },
-            "acr": round(acr, 4),
+            "acr": round(_best_acr(env), 4),
             "passes": _rounded(cost["passes_mean"], 1),
             "passes_total": _rounded(cost["passes_total"], 0),
             "certify_s": _rounded(cost["certify_seconds"], 2),
             "train_s": _rounded(cost["train_seconds"], 2),
         }
     return found
+
+
+def headline(runs: Sequence[CertifiedRun], radius: float) -> dict[str, dict]:
+    """The DVC metric, a few numbers a person reads at a glance: {bound: {'<training>': {acr,
+    acc@<radius>, passes}}} ('<dataset>/<training>' where the runs span datasets), each bound
+    written as a file of its own so that `dvc metrics show` shows a row per bound and a column
+    per training type and number. Per training type, the envelope over σ: the best ACR, the
+    best certified accuracy at `radius`, and the forward passes per point (mean over all its σ
+    models, n0 included), the cost that does not depend on the machine. Seconds are the full
+    summary's and the cost table's."""
+    found: dict[str, dict] = {}
+    one_dataset = len({run.dataset for run in runs}) == 1
+    for env in envelopes(runs, [radius]):
+        key = env.training if one_dataset else f"{env.dataset}/{env.training}"
+        found.setdefault(env.bound, {})[key] = {
+            "acr": round(_best_acr(env), 3),
+            f"acc@{_radius_label(radius)}": round(float(env.accuracy[0]), 3),
+            "passes": None if math.isnan(passes := env.cost["passes_mean"]) else round(passes),
+        }
+    return found
+
+
+def _best_acr(env: Envelope) -> float:
+    return max(
+        average_certified_radius(m.bound_radii[env.bound], m.hits[env.bound]) for m in env.members
+    )
 
 
 def _rounded(value: float, digits: int):
@@ -774,7 +796,10 @@ def _render(
         written.append(name)
 
     rows = accuracy_rows(runs, radii)
-    write("summary.json", json.dumps(summary(runs, radii), indent=2) + "\n")
+    write(SUMMARY, json.dumps(summary(runs, radii), indent=2) + "\n")
+    headlines = headline(runs, cost_radius)
+    for bound in all_bounds():  # a bound the runs lack: an empty row
+        write(f"{HEADLINE}/{bound}.json", json.dumps(headlines.get(bound, {}), indent=2) + "\n")
     header, machine, display = accuracy_table(rows, radii)
     caption = captions(runs, radii, fig6_sigma, cost_radius)
     write("tables/certified-accuracy.csv", to_csv(header, machine))
