@@ -173,3 +173,30 @@ def write_hand_made(folder: Path, training: str = "type1", points=None, **settin
 def hand_made(tmp_path_factory) -> Path:
     """The hand-made file, written once per session; tests that change it work on a copy."""
     return write_hand_made(tmp_path_factory.mktemp("hand-made"))
+
+
+def write_grid(folder: Path, noises, trainings, sigmas, dataset: str = "digits") -> list[Path]:
+    """A certify file of the hand-made points for each noise × training × σ (an experiment's
+    shape, not its numbers), as `folder`/<dataset>/<noise>-<training>-s<sigma>.tsv; an exact
+    noise's (dssn) from votes out of its L copies, one point in two a vote short."""
+    from l1cert.grid import half_width, num_offsets
+    from l1cert.names import INPUT_GRID
+
+    rows = [
+        dict(zip(("idx", "label", "count", "count_b", "top_class"), row, strict=True))
+        for row in HAND_MADE_ROWS
+    ]
+    files = []
+    for noise in noises:
+        for training in trainings:
+            for sigma in sigmas:
+                mine = rows
+                if "exact" in NOISES[noise].samplings:
+                    grid = INPUT_GRID[dataset]
+                    copies = num_offsets(half_width(sigma, grid), grid)
+                    mine = [{**row, "count": copies - 1 - row["idx"] % 2, "count_b": 1,
+                             "runner_up": (row["top_class"] + 1) % 10} for row in rows]  # fmt: skip
+                path = folder / dataset / f"{noise}-{training}-s{sigma}.tsv"
+                files.append(write_certify_file(path, noise, sigma, mine, training=training,
+                                                dataset=dataset))  # fmt: skip
+    return files

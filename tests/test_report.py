@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from conftest import (
     HAND_MADE_ROWS,
     HAND_MADE_SIGMA,
     write_certify_file,
+    write_grid,
     write_hand_made,
 )
 from scipy.stats import beta, norm
@@ -27,9 +30,9 @@ from scipy.stats import beta, norm
 from l1cert import certify_format as fmt
 from l1cert.analysis import accuracy_rows, certified_accuracy, envelopes, radius_grid
 from l1cert.cli import main
-from l1cert.layout import expected_outputs
+from l1cert.layout import all_bounds, expected_outputs
 from l1cert.noise import NOISES
-from l1cert.report import to_markdown
+from l1cert.report import headline, latex_escape, to_markdown
 from l1cert.runs import Naming, read_run, read_runs
 from l1cert.utils import L1CertError
 
@@ -314,7 +317,8 @@ def test_radii_near_the_float_maximum_give_valid_json(tmp_path):
     metrics = _strict_json(tmp_path / "o" / "metrics.json")
     (acr,) = [m["acr"] for m in metrics.values()]
     assert acr == pytest.approx(2 * 5e307 / 4)  # two correct of four, summed without overflow
-    assert _strict_json(tmp_path / "o" / "summary.json")
+    assert _strict_json(tmp_path / "o" / "summary-full.json")
+    assert _strict_json(tmp_path / "o" / "summary" / "dssn.json")
 
 
 def test_a_newline_in_a_foreign_name_keeps_each_markdown_row_on_one_line(tmp_path):
@@ -402,9 +406,9 @@ def test_report_files_hold_the_hand_computed_numbers(built, hand_made):
     assert f"| teng | 6 | 6 | 66.7 | 16.7 | {teng['acr']:.3f} | {shown} |" in hand[0]
     # its cost: n0 + n = 1 100 forward passes per point, 0.5 s each, training not recorded
     assert hand[0].endswith("| 1,100 | 6,600 | 3 | - |")
-    latex = (out / "tables" / "certified-accuracy.tex").read_text()
-    assert all(rule in latex for rule in (r"\toprule", r"\midrule", r"\bottomrule"))
-    assert r"digits & laplace-type1-s0.5 & laplace & type1 & 0.5 & teng\_multiclass" in latex
+    latex = (out / "tables" / "certified-accuracy.tex").read_text()  # the paper's: see below
+    thm1 = " & ".join(f"{100 * a:.1f}" for a in EXPECTED["teng_multiclass"]["acc"])
+    assert rf"& Thm 1 & 0.5 & 66.7 & {EXPECTED['teng_multiclass']['acr']:.3f} & {thm1} \\" in latex
 
     envelope = list(csv.DictReader(open(out / "tables" / "envelope.csv")))
     digits = [r for r in envelope if r["dataset"] == "digits" and r["bound"] == "teng"]
@@ -442,6 +446,121 @@ def test_expected_outputs_is_exactly_what_is_written(built):
     listed = sorted(p.relative_to(out).as_posix() for p in written)
     assert json.loads(manifest.read_text()) == listed
     assert lock.is_file() and lock.read_text() == ""  # released
+
+
+# --- the LaTeX tables: what a paper takes as it is ------------------------------------------
+
+RAW_IDS = re.compile(
+    r"\b(type1|type2|teng|teng\\_multiclass|lecuyer|cohen|uniform|uniform\\_box|ssn|ssn\\_box"
+    r"|dssn|laplace|gaussian)\b"
+)
+
+
+def _tabular(latex: str) -> str:
+    """What a LaTeX table's tabular holds, the caption left out."""
+    return latex[latex.index(r"\begin{tabular}") : latex.index(r"\end{tabular}")]
+
+
+def test_latex_tables_are_booktabs_with_display_names_caption_and_label(built):
+    out, _, _ = built
+    for name in ("certified-accuracy", "envelope", "cost"):
+        latex = (out / "tables" / f"{name}.tex").read_text()
+        table = _tabular(latex)
+        spec = re.search(r"\\begin\{tabular\}\{([^}]*)\}", latex).group(1)
+        assert set(spec) <= {"l", "r"}, spec  # no vertical rules
+        assert table.count(r"\toprule") == table.count(r"\bottomrule") == 1
+        assert r"\midrule" in table and r"\hline" not in table and "|" not in table
+        assert rf"\label{{tab:{name}}}" in latex and r"\caption{" in latex
+        assert not RAW_IDS.search(table), RAW_IDS.search(table)
+        # escaped: no bare special character in a cell (σ, ℓ1 and % set for LaTeX)
+        assert not re.search(r"(?<!\\)[_%&#$]", table.replace(" & ", " ").replace("$\\sigma$", "")
+                             .replace("$\\ell_1$", "")), name  # fmt: skip
+        assert "σ" not in latex and "ℓ" not in latex and "α" not in latex
+    accuracy = _tabular((out / "tables" / "certified-accuracy.tex").read_text())
+    # three datasets: each training type's rows under a title naming its dataset
+    assert r"\multicolumn{9}{l}{\textit{digits, Type 1}}" in accuracy
+    assert r"\multicolumn{9}{l}{\textit{synth, Type 2}}" in accuracy
+    for shown in ("Laplace & Thm 2 &", "& Lecuyer et al. (DP) &", "& Thm 1 &",
+                  "Gaussian & Cohen et al. &", "Uniform & Yang et al. &",
+                  r"& box (Vor\'{a}\v{c}ek \& Hein) &"):  # fmt: skip
+        assert shown in accuracy, shown
+    assert "Clean & ACR & 0 & 0.25 & 0.5 & 1" in accuracy
+    # accuracy only: the cost is its own table
+    assert "1,100" not in accuracy and "passes" not in accuracy and "seconds" not in accuracy
+    cost = _tabular((out / "tables" / "cost.tex").read_text())
+    assert r"\multicolumn{2}{c}{forward passes} & \multicolumn{2}{c}{seconds}" in cost
+    assert "Laplace & 0.5 & 1,100 & 6,600 & 3 & -- \\\\" in cost  # training not recorded
+    envelope = _tabular((out / "tables" / "envelope.tex").read_text())
+    teng = " & ".join(f"{100 * a:.1f}" for a in EXPECTED["teng"]["acc"])
+    assert f"Laplace & Thm 2 & {teng} \\\\" in envelope  # its σ on the line below
+    assert "(0.5)" in envelope
+
+
+def test_the_cost_table_has_a_row_per_model(built):
+    out, _, _ = built
+    with open(out / "tables" / "cost.csv") as f:
+        rows = list(csv.DictReader(f))
+    hand = [r for r in rows if (r["dataset"], r["model"]) == ("digits", "laplace-type1-s0.5")]
+    assert len(hand) == 1 and len(rows) == len({(r["dataset"], r["model"]) for r in rows})
+    assert hand[0]["passes_mean"] == "1100" and hand[0]["train_seconds"] == ""
+    assert (
+        "| digits | laplace-type1-s0.5 | laplace | type1 | 0.5 | 6 | 1,100 |"
+        in (out / "tables" / "cost.md").read_text()
+    )
+
+
+def test_latex_escape():
+    assert latex_escape("Voráček & Hein: 50% of a_b at ℓ1 σ ≥ 1") == (
+        r"Vor\'{a}\v{c}ek \& Hein: 50\% of a\_b at $\ell_1$ $\sigma$ $\geq$ 1"
+    )
+
+
+# --- the DVC metric ---------------------------------------------------------------------------
+
+DEFAULT_NOISES, DEFAULT_TRAININGS = ("laplace", "gaussian", "uniform", "dssn"), ("type1", "type2")
+
+
+def test_the_headline_holds_the_envelope_s_best_acr_accuracy_and_passes(hand_made):
+    found = headline([read_run(hand_made)], 0.5)
+    assert set(found) == set(EXPECTED)
+    for bound, expected in EXPECTED.items():
+        assert found[bound] == {  # one model: its own numbers; n0 + n passes per point
+            "type1": {
+                "acr": round(expected["acr"], 3),
+                "acc@0.5": round(expected["acc"][2], 3),
+                "passes": 1100,
+            }  # fmt: skip
+        }
+
+
+def test_the_dvc_metric_of_the_default_experiment_is_a_table_under_250_columns(tmp_path):
+    """`dvc metrics show` on the headline of an experiment of the default's shape (four
+    noises, Type 1 and Type 2, four σ): a row per bound, a column per training and number."""
+    files = write_grid(tmp_path / "certify", DEFAULT_NOISES, DEFAULT_TRAININGS,
+                       (0.12, 0.25, 0.5, 1.0))  # fmt: skip
+    found = headline(read_runs(files, quiet=True), 0.5)
+    bounds = [b for noise in DEFAULT_NOISES for b in NOISES[noise].bounds]
+    assert sorted(found) == sorted(bounds)
+    for rows in found.values():
+        assert set(rows) == set(DEFAULT_TRAININGS)
+        assert all(set(row) == {"acr", "acc@0.5", "passes"} for row in rows.values())
+    repo = tmp_path / "repo"
+    (repo / "results" / "summary").mkdir(parents=True)
+    for bound in all_bounds():  # as the report writes it
+        (repo / "results" / "summary" / f"{bound}.json").write_text(
+            json.dumps(found.get(bound, {}))
+        )
+    listed = "".join(f"- results/summary/{b}.json\n" for b in all_bounds())
+    (repo / "dvc.yaml").write_text(f"metrics:\n{listed}")  # as dvc.yaml lists them
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=repo, env=env, check=True)
+    shown = subprocess.run([*dvc, "metrics", "show"], cwd=repo, env=env, check=True,
+                           capture_output=True, text=True).stdout.splitlines()  # fmt: skip
+    assert len(shown) == 1 + len(all_bounds())  # the header, a row per bound
+    assert shown[0].split()[1:] == [f"{t}.{k}" for t in DEFAULT_TRAININGS
+                                    for k in ("acc@0.5", "acr", "passes")]  # fmt: skip
+    assert max(map(len, shown)) <= 250, "\n".join(shown)
 
 
 def test_plot_csv_matches_the_curves(built):
@@ -518,10 +637,10 @@ def test_a_shard_is_refused_unless_partial_results_are_asked_for(tmp_path):
     said = "partial results: laplace-type1-s0.5 holds 3 of 6 points"
     captions = sorted((tmp_path / "o" / "captions").glob("*.rst"))
     data = [c for c in captions if c.stem not in ("bound-comparison", "radius-vs-pa")]
-    assert len(data) == 6 and all(said in c.read_text() for c in data)
+    assert len(data) == 7 and all(said in c.read_text() for c in data)
     tables = tmp_path / "o" / "tables"
-    assert said in (tables / "certified-accuracy.tex").read_text()
-    assert said in (tables / "envelope.tex").read_text()
+    for table in ("certified-accuracy", "envelope", "cost"):
+        assert said in (tables / f"{table}.tex").read_text()
     with open(tables / "certified-accuracy.csv") as f:
         rows = list(csv.DictReader(f))
     assert {(r["points"], r["total_points"]) for r in rows} == {("3", "6")}

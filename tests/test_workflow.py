@@ -24,6 +24,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from l1cert import pipeline, schema
+from l1cert.layout import all_bounds
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = schema.params_schema_file(ROOT / "workflow" / "schemas" / "params.schema.yaml")
@@ -461,14 +462,21 @@ def test_report_views_for_snakemake_and_dvc(local_run, tmp_path):
     assert "stray-model.tsv" in stray.read_text()
     (project / "results/certify/digits/stray-model.tsv").unlink()
 
-    # DVC's one metric is the summary: small, and its cost is the certify rows' sums
-    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
-    assert list(shown[""]["data"]) == ["results/summary.json"]
-    summary = shown[""]["data"]["results/summary.json"]["data"]
-    assert set(summary) == {f"type2/{b}" for b in ("teng", "lecuyer", "teng_multiclass")}
+    # DVC's metric is the headline, a file per bound (a row each); the full summary's cost is
+    # the certify rows' sums
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)[""]["data"]
+    assert set(shown) == {f"results/summary/{b}.json" for b in all_bounds()}
+    headline = {path: found.get("data", {}) for path, found in shown.items()}
+    present = {b for b in all_bounds() if headline[f"results/summary/{b}.json"]}
+    assert present == {"teng", "lecuyer", "teng_multiclass"}
+    assert headline["results/summary/teng.json"]["type2"].keys() == {"acr", "acc@0.5", "passes"}
+    width = max(map(len, run(["dvc", "metrics", "show"], project).stdout.splitlines()))
+    assert width <= 250
+    summary = json.loads((project / "results/summary-full.json").read_text())
     rows = read_table(project / MERGED)
     teng = summary["type2/teng"]
     assert teng["passes_total"] == sum(int(r["n0"]) + int(r["n"]) for r in rows)
+    assert headline["results/summary/teng.json"]["type2"]["passes"] == round(teng["passes"])
     # the certify jobs' wall time, summed over shards (sequential rows' own times overlap)
     merged = json.loads((project / MERGED.replace(".tsv", ".json")).read_text())
     assert teng["certify_s"] == pytest.approx(merged["certify_seconds"], abs=0.01)
@@ -706,13 +714,14 @@ def test_dvc_experiments_compare_fixed_and_sequential_sampling(tmp_path):
     assert len(changed) == 2 and "sampling: fixed" in changed[1], diff
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     assert len(shown) >= 1
-    drop = r"^(?!(Experiment|certify\.sampling|.*type1/(teng|uniform)\.(passes|certify_s|acr)$)).*"
-    table = run(["dvc", "exp", "show", "--only-changed", "--md", "--drop", drop], project).stdout
+    keep = r"Experiment|certify\.sampling|results/summary/(teng|uniform)\.json:type1\.(passes|acr)"
+    table = run(["dvc", "exp", "show", "--only-changed", "--md", "--drop", rf"^(?!({keep})$).*"],
+                project).stdout  # fmt: skip
     header = table.splitlines()[0]
-    assert "type1/teng.passes" in header and "certify.sampling" in header
+    assert "results/summary/teng.json:type1.passes" in header and "certify.sampling" in header
     assert max(map(len, table.splitlines())) <= 200, table
     compared = json.loads(run(["dvc", "exp", "diff", "main", "fixed", "--json"], project).stdout)
-    teng = compared["metrics"]["results/summary.json"]["type1/teng.passes"]
+    teng = compared["metrics"]["results/summary/teng.json"]["type1.passes"]
     assert teng["old"] < teng["new"] == 200 + 100  # sequential stopped early; fixed: n0 + n
     plots = run(["dvc", "plots", "diff", "main", "fixed", "--json"], project).stdout
     assert '"main"' in plots and '"fixed"' in plots  # both experiments' curves

@@ -257,5 +257,6 @@ class ReportConfig(Checked):
         high=SIGMA_MAX,
     )  # fmt: skip
     cost_radius: float = option(
-        0.5, "Radius of the accuracy-against-cost figure.", key=None, low=0.0, high=1e6
-    )
+        0.5, "Radius of the accuracy-against-cost figure and of the DVC metric's accuracy.",
+        key=None, low=0.0, high=1e6,
+    )  # fmt: skip

@@ -17,10 +17,13 @@ MODEL_DIR = "results/models/{dataset}/{model}"  # model.pt, train-log.csv, metri
 CERTIFY = "results/certify/{dataset}/{model}"  # its shards inside, the merged file beside
 
 # What a report writes: tables, figures for all datasets and per dataset, their captions, the
-# plot data, the DVC metric and the per-model metrics.
-TABLES = ("certified-accuracy", "envelope")
+# plot data, the DVC metric (a headline per bound, in HEADLINE/), the full summary and the
+# per-model metrics.
+TABLES = ("certified-accuracy", "envelope", "cost")
 FIGURES = ("bound-comparison", "radius-vs-pa")
 DATASET_FIGURES = ("certified-accuracy", "comparison", "envelope", "cost")
+HEADLINE = "summary"  # the folder of the DVC metric: <bound>.json, one row of `dvc metrics show`
+SUMMARY = "summary-full.json"  # every number of the envelopes, seconds included
 
 
 def all_bounds() -> list[str]:
@@ -40,7 +43,8 @@ def expected_outputs(
     files += [out / "captions" / f"{name}.rst" for name in (*TABLES, *figures)]
     files += [out / "plots" / "certified-accuracy.csv"]
     files += [out / "plots" / f"{d}-{b}.csv" for d in datasets for b in all_bounds()]
-    files.append(out / "summary.json")
+    files += [out / HEADLINE / f"{b}.json" for b in all_bounds()]
+    files.append(out / SUMMARY)
     files.append(Path(metrics) if metrics else out / "metrics.json")
     return files
 

@@ -27,7 +27,14 @@ from pathlib import Path
 
 from l1cert.config import CertifyConfig, DataConfig, ReportConfig, TrainConfig
 from l1cert.fields import params_decisions
-from l1cert.layout import MANIFEST, MODEL_DIR, TRAINED, expected_outputs, plot_outputs
+from l1cert.layout import (
+    HEADLINE,
+    MANIFEST,
+    MODEL_DIR,
+    TRAINED,
+    expected_outputs,
+    plot_outputs,
+)
 from l1cert.provenance import PACKAGE_DIR, module_file, stage_code
 
 PARAMS = "params.yaml"  # what DVC's stages read (`--run-params`, `--experiment`)
@@ -344,15 +351,16 @@ def _dvc_stages(src: Source) -> dict:
         stages["merge_imported"] = {"foreach": "${models}", "do": _merge_stage(src, name)}
     report_files = [str(p) for p in expected_outputs("results", [dataset])]
     plots = [str(p) for p in plot_outputs("results", [dataset])]
-    metrics, summary = "results/metrics.json", "results/summary.json"
+    metrics = "results/metrics.json"
+    headline = [f for f in report_files if Path(f).parent == Path("results", HEADLINE)]
     stages["report"] = {
         "desc": "Tables, figures, captions, plot data and metrics from the merged certificates.",
         "cmd": report_command(src, f"--experiment {PARAMS}", "results", metrics),
         "deps": [f"results/certify/{dataset}", *code_deps("report")],
         "params": ["dataset", "grid", "models", *decides(config, "report")],
-        "outs": [f for f in report_files if f not in plots and f != summary],
+        "outs": [f for f in report_files if f not in plots and f not in headline],
         "plots": [_plot(p) for p in plots],
-        "metrics": [summary],
+        "metrics": headline,  # a file per bound: a row each in `dvc metrics show`
     }
     return stages
 

@@ -13,6 +13,7 @@ import csv
 import io
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +24,19 @@ from l1cert.analysis import (
     accuracy_rows,
     all_bounds,
     average_certified_radius,
+    cost,
     envelopes,
     radius_grid,
     settings_text,
 )
 from l1cert.certificates import BOUNDS, curve_methods, panel_methods
 from l1cert.config import ReportConfig
-from l1cert.layout import TABLES, expected_outputs
+from l1cert.labels import bound_parts, noise_label, training_label
+from l1cert.layout import HEADLINE, SUMMARY, TABLES, expected_outputs
 from l1cert.names import check_plain_name
+from l1cert.noise import NOISES
 from l1cert.publish import check_paths, publish, recover
-from l1cert.runs import CertifiedRun, Naming, log, log_reads, read_runs
+from l1cert.runs import CertifiedRun, Naming, log, log_reads, read_runs, training_rank
 from l1cert.utils import L1CertError, json_text, parse_radii
 
 # What names one curve (a model under one bound) in the tables and plot data.
@@ -183,28 +187,72 @@ _LATEX_SPECIAL = {
     "^": r"\textasciicircum{}",
     "σ": r"$\sigma$",
     "α": r"$\alpha$",
+    "λ": r"$\lambda$",
     "ℓ": r"$\ell$",
+    "×": r"$\times$",
+    "·": r"$\cdot$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "−": r"$-$",
+    "–": "--",
+    "—": "---",
+    "á": r"\'{a}",
+    "č": r"\v{c}",
 }
 
 
 def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    """`text` set as LaTeX would print it: its special characters escaped, the Greek letters
+    and symbols of the captions in math mode, ℓ1 as $\\ell_1$."""
+    parts = str(text).split("ℓ1")
+    return r"$\ell_1$".join("".join(_LATEX_SPECIAL.get(ch, ch) for ch in p) for p in parts)
 
 
-def to_latex(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str, label: str) -> str:
-    """A booktabs table (needs \\usepackage{booktabs} in the document)."""
+def to_latex(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    caption: str,
+    label: str,
+    over: Sequence[tuple[int, int, str]] = (),
+    groups: dict[int, str] | None = None,
+) -> str:
+    """A booktabs table (needs \\usepackage{booktabs} in the document): no vertical rules,
+    every cell escaped. `over`: headers above the column header, each (first column, columns,
+    text) with a rule under it; `groups`: {row: title} for the rows that start a group, each
+    group under its title in italics."""
     spec = "".join("r" if rows and _numeric(rows[0][i]) else "l" for i in range(len(header)))
+    head = []
+    if over:
+        cells, rules, column = [], [], 0
+        for first, span, text in over:
+            cells += [""] * (first - column) + [
+                rf"\multicolumn{{{span}}}{{c}}{{{latex_escape(text)}}}"
+            ]
+            rules.append(rf"\cmidrule(lr){{{first + 1}-{first + span}}}")
+            column = first + span
+        cells += [""] * (len(header) - column)
+        head = [" & ".join(cells) + r" \\", "".join(rules)]
+    body = []
+    for i, row in enumerate(rows):
+        if groups and i in groups:
+            if i:
+                body.append(r"\addlinespace")
+            title = latex_escape(groups[i])
+            body.append(rf"\multicolumn{{{len(header)}}}{{l}}{{\textit{{{title}}}}} \\")
+        body.append(" & ".join(latex_escape(c) for c in row) + r" \\")
     lines = [
         r"\begin{table}[t]",
         r"\centering",
         r"\small",
         rf"\caption{{{latex_escape(caption)}}}",
         rf"\label{{{label}}}",
+        r"\setlength{\tabcolsep}{4pt}",
         rf"\begin{{tabular}}{{{spec}}}",
         r"\toprule",
+        *head,
         " & ".join(latex_escape(h) for h in header) + r" \\",
         r"\midrule",
-        *(" & ".join(latex_escape(c) for c in row) + r" \\" for row in rows),
+        *body,
         r"\bottomrule",
         r"\end{tabular}",
         r"\end{table}",
@@ -212,7 +260,156 @@ def to_latex(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str,
     return "\n".join(lines) + "\n"
 
 
+# --- tables for a paper: display names, accuracy apart from cost ---------------------------
+
+
+@dataclass(frozen=True)
+class PaperTable:
+    """A table as `to_latex` sets it: rows in groups (a training type, and its dataset where
+    the report spans several) under their titles, the cells that repeat the row above's
+    identity left blank."""
+
+    header: list[str]
+    rows: list[list[str]]
+    over: list[tuple[int, int, str]]
+    groups: dict[int, str]
+
+    def latex(self, caption: str, label: str) -> str:
+        return to_latex(self.header, self.rows, caption, label, self.over, self.groups)
+
+
+def _paper_table(header, cells, titles, identity: int, over) -> PaperTable:
+    """`cells` by group title (in order), the first `identity` cells of a row left blank
+    where they repeat the row above's within its group."""
+    rows, groups = [], {}
+    for i, (row, title) in enumerate(zip(cells, titles, strict=True)):
+        above = None if i == 0 or titles[i - 1] != title else cells[i - 1]
+        if above is None:
+            groups[i] = title
+        same = 0
+        while above is not None and same < identity and row[same] == above[same]:
+            same += 1
+        rows.append([""] * same + row[same:])
+    return PaperTable(header, rows, over, groups)
+
+
+def _group_title(dataset: str, training: str, datasets: int) -> str:
+    return f"{dataset}, {training_label(training)}" if datasets > 1 else training_label(training)
+
+
+def _needs_model(keys: Sequence[tuple]) -> bool:
+    """Whether a paper table names each row's model: two rows alike in everything else it
+    shows, or a σ unknown (a foreign file's)."""
+    return len(set(keys)) < len(keys) or any(k[-1] is None for k in keys)
+
+
+def paper_accuracy_table(rows: Sequence[Row], radii: Sequence[float]) -> PaperTable:
+    """The certified-accuracy table for a paper: per training type, one row per model ×
+    bound, in the bounds' order and by σ, named for readers (the noise and the certificate:
+    `l1cert.labels`); clean accuracy, ACR and the certified accuracy at each radius, in %.
+    Costs are the cost table's."""
+    rows = sorted(rows, key=lambda r: (*_run_order(r.run), BOUND_ORDER.index(r.bound),
+                                       _sigma_key(r.run.sigma), r.run.model))  # fmt: skip
+    datasets = len({r.run.dataset for r in rows})
+    model = _needs_model([(r.run.dataset, r.run.training, r.bound, r.run.sigma) for r in rows])
+    header = ["Noise", "Certificate", "σ", *(["Model"] if model else []), "Clean", "ACR"]
+    header += [_radius_label(r) for r in radii]
+    cells = [
+        [*bound_parts(row.bound), _sigma_cell(row.run.sigma)]
+        + ([row.run.model] if model else [])
+        + [_percent(row.clean_accuracy), f"{row.acr:.3f}"]
+        + [_percent(a) for a in row.accuracy]
+        for row in rows
+    ]
+    titles = [_group_title(r.run.dataset, r.run.training, datasets) for r in rows]
+    over = [(len(header) - len(radii), len(radii), "certified accuracy (%) at ℓ1 radius r")]
+    return _paper_table(header, cells, titles, 2, over)
+
+
+def paper_envelope_table(envs: Sequence[Envelope], radii: Sequence[float]) -> PaperTable:
+    """The envelope over σ for a paper: per training type and bound, the best certified
+    accuracy (in %) at each radius, and under it in parentheses the σ that achieves it (a
+    line of its own keeps the table a text width wide)."""
+    envs = sorted(envs, key=lambda e: (e.dataset, training_rank(e.training), e.training,
+                                       BOUND_ORDER.index(e.bound)))  # fmt: skip
+    datasets = len({e.dataset for e in envs})
+    header = ["Noise", "Certificate", *(_radius_label(r) for r in radii)]
+    cells = [[*bound_parts(e.bound), *(_percent(a) for a in e.accuracy)] for e in envs]
+    titles = [_group_title(e.dataset, e.training, datasets) for e in envs]
+    text = "best certified accuracy (%) over σ at ℓ1 radius r (its σ)"
+    table = _paper_table(header, cells, titles, 1, [(2, len(radii), text)])
+    rows = []
+    for row, env in zip(table.rows, envs, strict=True):
+        rows.append(row)
+        rows.append(["", ""] + [f"({_sigma_text(b)})" if b else "" for b in env.best])
+    groups = {2 * i: title for i, title in table.groups.items()}
+    return PaperTable(header, rows, table.over, groups)
+
+
+COST_HEADER = ["dataset", "model", "noise", "training", "sigma", "points", *COST]
+
+
+def cost_table(runs: Sequence[CertifiedRun]):
+    """What each model's certificates cost: (header, machine rows, display rows), ids kept
+    (the CSV and Markdown tables), one row per model (its bounds share its certify run)."""
+    machine, display = [], []
+    for run in runs:
+        ident = [run.dataset, run.model, run.noise, run.training,
+                 "" if run.sigma is None else f"{run.sigma:g}", str(run.points)]  # fmt: skip
+        spent = cost([run])
+        machine.append(ident + [_number(spent[c]) for c in COST])
+        display.append(ident + [_shown(spent[c]) for c in COST])
+    return COST_HEADER, machine, display
+
+
+def paper_cost_table(runs: Sequence[CertifiedRun]) -> PaperTable:
+    """The cost table for a paper: per training type, one row per model: its forward passes
+    per point (mean) and in all, and the seconds its certification and its training took
+    (as its certify file records them; '--': not recorded)."""
+    runs = sorted(runs, key=lambda r: (*_run_order(r), _sigma_key(r.sigma), r.model))
+    datasets = len({r.dataset for r in runs})
+    model = _needs_model([(r.dataset, r.training, r.noise, r.sigma) for r in runs])
+    header = ["Noise", "σ", *(["Model"] if model else []), "per point", "in all", "certify",
+              "train"]  # fmt: skip
+    cells = []
+    for run in runs:
+        spent = cost([run])
+        cells.append(
+            [noise_label(run.noise), _sigma_cell(run.sigma)]
+            + ([run.model] if model else [])
+            + ["--" if math.isnan(spent[c]) else _shown(spent[c]) for c in COST]
+        )
+    titles = [_group_title(r.dataset, r.training, datasets) for r in runs]
+    first = len(header) - len(COST)
+    over = [(first, 2, "forward passes"), (first + 2, 2, "seconds")]
+    return _paper_table(header, cells, titles, 1, over)
+
+
+# The order of the paper tables' rows: the bounds as BOUNDS lists them (the figures' legends'
+# order), a noise where its first bound is.
+BOUND_ORDER = list(BOUNDS)
+
+
+def _run_order(run: CertifiedRun) -> tuple:
+    first = min((BOUND_ORDER.index(b) for b in NOISES[run.noise].bounds), default=0)
+    return run.dataset, training_rank(run.training), run.training, first
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def _sigma_key(sigma) -> float:
+    return math.inf if sigma is None else sigma
+
+
+def _sigma_cell(sigma) -> str:
+    return "--" if sigma is None else f"{sigma:g}"
+
+
 # --- captions -----------------------------------------------------------------------------
+
+UNITS = "in pixel units of inputs in [0, 1]"
 
 
 def captions(
@@ -227,16 +424,17 @@ def captions(
         if b in present and BOUNDS[b].exact
     )
     grid = ", ".join(f"{r:g}" for r in radii)
-    methods = ", ".join(BOUNDS[bound].caption for _, bound in panel_methods())
     labels = "; ".join(BOUNDS[bound].label for _, bound in curve_methods())
     text = {
         "certified-accuracy": (
-            f"Approximate certified accuracy (Eq. 3 of the paper, in %) at l1 radii {grid}: the "
-            "fraction of test points whose smoothed prediction is correct and whose certified "
-            "radius under the bound is at least r. One row per model and bound; clean accuracy "
-            "is that of the smoothed classifier (abstentions count as wrong), abstention rate is "
-            "the fraction of points where it abstains, ACR is the mean over all points of "
-            f"radius times correct (Zhai et al. 2020). Certification: {stats}."
+            f"Approximate certified accuracy (Eq. 3 of the paper, in %) at l1 radii {grid} "
+            f"({UNITS}): the fraction of test points whose smoothed prediction is correct and "
+            "whose certified radius under the bound is at least r. One row per model and bound; "
+            "clean accuracy is that of the smoothed classifier (abstentions count as wrong), ACR "
+            "is the mean over all points of radius times correct (Zhai et al. 2020). The CSV "
+            "and Markdown tables add the abstention rate (the fraction of points where the "
+            "smoothed classifier abstains) and each model's cost, which the LaTeX table leaves "
+            f"to the cost table. Certification: {stats}."
             + (
                 " Sequential sampling stops once a point's bucket among these radii is decided, "
                 "so its radii pin the bucket, not the value: its ACR is not comparable with "
@@ -247,8 +445,19 @@ def captions(
         ),
         "envelope": (
             "Envelope over sigma: for each dataset, training type and bound, the best certified "
-            "accuracy (in %) at each l1 radius over all noise levels, with the sigma that "
-            f"achieves it in parentheses (ties go to the smaller sigma). Certification: {stats}."
+            f"accuracy (in %) at each l1 radius ({UNITS}) over all noise levels, with the sigma "
+            "that achieves it in parentheses (ties go to the smaller sigma). Certification: "
+            f"{stats}."
+        ),
+        "cost": (
+            "What each model's certificates cost (all its bounds share one certification): the "
+            "forward passes of the base classifier per test point (mean; the n0 selection "
+            "draws included; Monte Carlo sampling pays n0 + n, sequential sampling fewer, DSSN "
+            "exactly L) and in all, the wall time in seconds of its certify jobs (summed over "
+            "shards) and of its training, as its certify file records them ('-': not "
+            "recorded). Seconds depend on where and how the jobs ran (device, threads, jobs "
+            "side by side), which the certify files do not all record: compare them within one "
+            f"run only. Certification: {stats}."
         ),
         "bound-comparison": (
             "Where Theorem 1 beats the differential-privacy bound of Lecuyer et al.: over pairs "
@@ -265,26 +474,32 @@ def captions(
     for dataset in sorted({r.dataset for r in runs}):
         mine = [r for r in runs if r.dataset == dataset]
         stats = settings_text(mine)
+        shown = {b for r in mine for b in r.bounds}
+        methods = "; ".join(BOUNDS[b].caption for _, b in panel_methods() if b in shown)
         text[f"{dataset}-certified-accuracy"] = (
-            f"{dataset}: approximate certified accuracy against l1 radius for each sigma; "
-            f"columns: {methods}; rows: training type. Certification: {stats}."
+            f"{dataset}: approximate certified accuracy against l1 radius r ({UNITS}), one "
+            "curve per sigma, one panel per certificate and training type (in the panel's "
+            f"corner) that the results hold: {methods}. Certification: {stats}."
         )
         text[f"{dataset}-comparison"] = (
-            f"{dataset}: the bounds side by side at each sigma (as in the paper's Figs. 7 and 8); "
-            f"rows: training type, columns: sigma. Certification: {stats}."
+            f"{dataset}: the bounds side by side at each sigma (as in the paper's Figs. 7 and 8): "
+            "approximate certified accuracy against l1 radius r "
+            f"({UNITS}), one panel per training type (in the panel's corner) and sigma. "
+            f"Certification: {stats}."
         )
         text[f"{dataset}-cost"] = (
             f"{dataset}: what each certificate costs for what it certifies: approximate "
             f"certified accuracy at l1 radius {cost_radius:g} against the mean number of forward "
             "passes of the base classifier per test point (selection draws included; log "
-            "scale), one marker per model and bound, sigma beside it. Monte Carlo methods pay "
+            "scale), one marker per model and bound, its colour the bound's and its shape the "
+            "model's sigma. Monte Carlo methods pay "
             "n0 + n passes (sequential sampling fewer), DSSN exactly L. "
             f"Certification: {stats}."
         )
         text[f"{dataset}-envelope"] = (
             f"{dataset}: envelope over sigma of the certified accuracy for each bound (the "
-            f"best curve over all noise levels at each radius), per training type. "
-            f"Certification: {stats}."
+            f"best curve over all noise levels at each l1 radius r, {UNITS}), one panel per "
+            f"training type. Certification: {stats}."
         )
     return text
 
@@ -311,31 +526,53 @@ def metrics(rows: Sequence[Row], radii: Sequence[float]) -> dict:
 
 
 def summary(runs: Sequence[CertifiedRun], radii: Sequence[float]) -> dict:
-    """The run in one small metric (`dvc metrics show`, `dvc exp show`): per
-    '<training>/<bound>' ('<dataset>/<training>/<bound>' where the runs span datasets), the
-    envelope's certified accuracy at the report radii
-    (`acc`), the best ACR over σ (`acr`), and what it cost: forward passes per point (mean, n0
-    included), in all, certification and training seconds (all the σ models together)."""
+    """Every number of the envelopes (`summary-full.json`): per '<training>/<bound>'
+    ('<dataset>/<training>/<bound>' where the runs span datasets), the envelope's certified
+    accuracy at the report radii (`acc`), the best ACR over σ (`acr`), and what it cost:
+    forward passes per point (mean, n0 included), in all, certification and training seconds
+    (all the σ models together, as their certify files record them)."""
     found, one_dataset = {}, len({run.dataset for run in runs}) == 1
     for env in envelopes(runs, radii):
         cost = env.cost
-        acr = max(
-            average_certified_radius(m.bound_radii[env.bound], m.hits[env.bound])
-            for m in env.members
-        )
         key = f"{env.training}/{env.bound}"
         found[key if one_dataset else f"{env.dataset}/{key}"] = {
             "acc": {
                 _radius_label(r): round(float(a), 4)
                 for r, a in zip(radii, env.accuracy, strict=True)
             },
-            "acr": round(acr, 4),
+            "acr": round(_best_acr(env), 4),
             "passes": _rounded(cost["passes_mean"], 1),
             "passes_total": _rounded(cost["passes_total"], 0),
             "certify_s": _rounded(cost["certify_seconds"], 2),
             "train_s": _rounded(cost["train_seconds"], 2),
         }
     return found
+
+
+def headline(runs: Sequence[CertifiedRun], radius: float) -> dict[str, dict]:
+    """The DVC metric, a few numbers a person reads at a glance: {bound: {'<training>': {acr,
+    acc@<radius>, passes}}} ('<dataset>/<training>' where the runs span datasets), each bound
+    written as a file of its own so that `dvc metrics show` shows a row per bound and a column
+    per training type and number. Per training type, the envelope over σ: the best ACR, the
+    best certified accuracy at `radius`, and the forward passes per point (mean over all its σ
+    models, n0 included), the cost that does not depend on the machine. Seconds are the full
+    summary's and the cost table's."""
+    found: dict[str, dict] = {}
+    one_dataset = len({run.dataset for run in runs}) == 1
+    for env in envelopes(runs, [radius]):
+        key = env.training if one_dataset else f"{env.dataset}/{env.training}"
+        found.setdefault(env.bound, {})[key] = {
+            "acr": round(_best_acr(env), 3),
+            f"acc@{_radius_label(radius)}": round(float(env.accuracy[0]), 3),
+            "passes": None if math.isnan(passes := env.cost["passes_mean"]) else round(passes),
+        }
+    return found
+
+
+def _best_acr(env: Envelope) -> float:
+    return max(
+        average_certified_radius(m.bound_radii[env.bound], m.hits[env.bound]) for m in env.members
+    )
 
 
 def _rounded(value: float, digits: int):
@@ -435,21 +672,33 @@ def _render(
         written.append(name)
 
     rows = accuracy_rows(runs, radii)
-    write("summary.json", json_text(summary(runs, radii)))
+    write(SUMMARY, json_text(summary(runs, radii)))
+    headlines = headline(runs, cost_radius)
+    for bound in all_bounds():  # a bound the runs lack: an empty row
+        write(f"{HEADLINE}/{bound}.json", json_text(headlines.get(bound, {})))
     header, machine, display = accuracy_table(rows, radii)
     caption = captions(runs, radii, fig6_sigma, cost_radius)
     write("tables/certified-accuracy.csv", to_csv(header, machine))
     write("tables/certified-accuracy.md", to_markdown(header, display))
     write(
         "tables/certified-accuracy.tex",
-        to_latex(header, display, caption["certified-accuracy"], "tab:certified-accuracy"),
+        paper_accuracy_table(rows, radii).latex(
+            caption["certified-accuracy"], "tab:certified-accuracy"
+        ),
     )
 
     envs = envelopes(runs, radii)
     m_header, m_rows, d_header, d_rows = envelope_table(envs, radii)
     write("tables/envelope.csv", to_csv(m_header, m_rows))
     write("tables/envelope.md", to_markdown(d_header, d_rows))
-    write("tables/envelope.tex", to_latex(d_header, d_rows, caption["envelope"], "tab:envelope"))
+    write(
+        "tables/envelope.tex",
+        paper_envelope_table(envs, radii).latex(caption["envelope"], "tab:envelope"),
+    )
+    c_header, c_machine, c_display = cost_table(runs)
+    write("tables/cost.csv", to_csv(c_header, c_machine))
+    write("tables/cost.md", to_markdown(c_header, c_display))
+    write("tables/cost.tex", paper_cost_table(runs).latex(caption["cost"], "tab:cost"))
 
     grids = {d: radius_grid([r for r in runs if r.dataset == d]) for d in datasets}
     write(
@@ -468,7 +717,7 @@ def _render(
     for dataset in datasets:
         mine = [r for r in runs if r.dataset == dataset]
         grid = grids[dataset]
-        title = f"{dataset} ({settings_text(mine)})"
+        title = dataset  # the settings are the captions' to state
         figure_files[f"{dataset}-certified-accuracy"] = lambda stem, m=mine, g=grid, t=title: (
             figures.accuracy_per_sigma(stem, m, g, t)
         )
