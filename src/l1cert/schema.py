@@ -110,14 +110,18 @@ def coerce_numbers(node, schema: dict, root: dict | None = None):
 
 @functools.cache
 def params_schema_file(base: str | Path) -> str:
-    """`params_schema(base)` written to a temporary YAML file (Snakemake's `validate` takes a
-    path); its absolute path."""
+    """`params_schema(base)` written to a YAML file in the temporary folder (Snakemake's
+    `validate` takes a path); its absolute path. Named by its content's digest, so every
+    planning of the same schema reuses one file instead of leaving a new one each time."""
+    import hashlib
+
     import yaml
 
+    from l1cert.utils import atomic_write_text
+
     text = yaml.safe_dump(params_schema(base), sort_keys=False, allow_unicode=True)
-    handle = tempfile.NamedTemporaryFile(
-        "w", prefix="l1cert-params-schema-", suffix=".yaml", delete=False
-    )
-    with handle:
-        handle.write(text)
-    return str(Path(handle.name).resolve())
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"l1cert-params-schema-{digest}.yaml"
+    if not (path.is_file() and path.read_text() == text):
+        atomic_write_text(path, text)
+    return str(path.resolve())
