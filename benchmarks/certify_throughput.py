@@ -135,14 +135,14 @@ def main() -> None:
 
     def certify_run(smooth, n):
         def run():
-            smooth.certify(x, args.n0, n, 0.001, args.batch, torch.Generator(device).manual_seed(0))
+            smooth.certify(x, args.n0, n, 0.001, args.batch, seed=0)
             sync()
 
         return run
 
     def select_run(smooth):
         def run():
-            smooth.predict(x, args.n0, 0.001, args.batch, torch.Generator(device).manual_seed(0))
+            smooth.predict(x, args.n0, 0.001, args.batch, seed=0)
             sync()
 
         return run
