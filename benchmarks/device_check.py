@@ -27,9 +27,9 @@ from l1cert.data import CIFAR10_MEAN, CIFAR10_STD
 from l1cert.models import build_model
 from l1cert.names import TRAININGS
 from l1cert.noise import NOISES
+from l1cert.objectives import train_step
 from l1cert.points import Draws, point_seed
 from l1cert.smoothing import Smooth
-from l1cert.train import train_step
 from l1cert.utils import resolve_device
 
 SHAPE, CLASSES, GRID, SIGMA = (3, 32, 32), 10, 255, 0.5

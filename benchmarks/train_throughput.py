@@ -17,10 +17,11 @@ import time
 
 import torch
 
+from l1cert.config import TrainConfig, Type2Config
 from l1cert.data import CIFAR10_MEAN, CIFAR10_STD
 from l1cert.models import build_model
 from l1cert.noise import make_noise
-from l1cert.train import Type2Config, train_step
+from l1cert.objectives import train_step
 
 
 class Trainer:
@@ -44,7 +45,9 @@ class Trainer:
         self.noise, self.rng = make_noise("laplace", 0.25), torch.Generator().manual_seed(0)
         self.x = torch.rand(batch_size, 3, 32, 32).contiguous(memory_format=memory_format)
         self.y = torch.randint(0, 10, (batch_size,))
-        self.type2 = type2
+        training = "type1" if type2 is None else "type2"
+        self.config = TrainConfig(arch="cifar_resnet20", noise="laplace", sigma=0.25,
+                                  training=training, type2=type2)  # fmt: skip
         self.forward = torch.compile(model) if compile else model
         self.bf16 = bf16
 
@@ -59,8 +62,8 @@ class Trainer:
                 self.y,
                 self.noise,
                 self.rng,
-                self.type2,
-                epsilon=0.05,
+                self.config,
+                epoch=10**6,  # past the warm-up: the full ε
             )
         return time.perf_counter() - wall, time.process_time() - cpu
 

@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 from test_workflow import ROOT, make_project, params, run
 
-from l1cert import certificates, figures, pipeline, report, sampling, schema
+from l1cert import captions, certificates, dvc_stages, figures, pipeline, sampling, schema
 from l1cert.cli import main
 from l1cert.config import CertifyConfig, DataConfig, ReportConfig, TrainConfig, Type2Config
 from l1cert.fields import cli_fields, section_schema
@@ -54,9 +54,9 @@ def test_figures_and_captions_read_the_bound_registry(monkeypatch, tmp_path):
     entry = certificates.BOUNDS["uniform"]
     patched = {**certificates.BOUNDS, "uniform": dataclasses.replace(entry, label="NEW LABEL")}
     monkeypatch.setattr(certificates, "BOUNDS", patched)
-    monkeypatch.setattr(report, "BOUNDS", patched)
+    monkeypatch.setattr(captions, "BOUNDS", patched)
     assert figures._style("uniform")["label"] == "NEW LABEL"
-    text = report.captions([], [0.0], 0.5)["radius-vs-pa"]
+    text = captions.captions([], [0.0], 0.5)["radius-vs-pa"]
     assert "NEW LABEL" in text
 
 
@@ -84,7 +84,7 @@ def test_dvc_plots_draw_every_model_offline(tmp_path):
     with open(project / plot) as f:
         models = {row["model"] for row in csv.DictReader(f)}
     assert len(models) == 4
-    props = ["-x", "radius", "-y", "certified_accuracy", "--template", pipeline.PLOT_TEMPLATE]
+    props = ["-x", "radius", "-y", "certified_accuracy", "--template", dvc_stages.PLOT_TEMPLATE]
     shown = run(["dvc", "plots", "show", "--json", plot, *props], project).stdout
     assert all(model in shown for model in models)
     run(["dvc", "plots", "show", plot, *props, "-o", "page"], project)
@@ -146,7 +146,7 @@ def test_a_new_certify_parameter_reaches_both_engines_through_its_field(monkeypa
     assert pipeline.decides(config, "certify", noise="laplace")["certify.newkey"] == 3
     command = pipeline.certify_command(pipeline.Source(config), "m.pt", "laplace", "1/2", "o.tsv")
     assert "--newkey 3" in command
-    stages = yaml.safe_load(pipeline.dvc_yaml(config))["stages"]
+    stages = yaml.safe_load(dvc_stages.dvc_yaml(config))["stages"]
     assert "certify.newkey" in stages["certify"]["params"]
     assert "--newkey ${certify.newkey}" in stages["certify"]["cmd"]
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from test_workflow import ENV, PROFILE, ROOT, make_project, params, read_table, run
 
-from l1cert import pipeline
+from l1cert import dvc_stages, pipeline
 from l1cert.fields import from_options
 from l1cert.provenance import PLUMBING, import_closure, stage_code
 
@@ -130,7 +130,7 @@ def test_a_stage_s_code_is_what_decides_its_numbers():
 
 
 def test_the_committed_dvc_yaml_is_current():
-    assert (ROOT / "dvc.yaml").read_text() == pipeline.dvc_yaml(params()), (
+    assert (ROOT / "dvc.yaml").read_text() == dvc_stages.dvc_yaml(params()), (
         "dvc.yaml is stale: run `l1cert dvc-yaml`"
     )
 
@@ -138,7 +138,7 @@ def test_the_committed_dvc_yaml_is_current():
 def test_dvc_stages_declare_exactly_what_decides_them():
     """Each certify and train stage's params are its jobs' deciding keys, and its command names
     each of them as ${key}; nothing run-only is in either."""
-    stages = yaml.safe_load(pipeline.dvc_yaml(params()))["stages"]
+    stages = yaml.safe_load(dvc_stages.dvc_yaml(params()))["stages"]
     groups = {"certify": "laplace", "certify_dssn": "dssn"}
     for name, noise in groups.items():
         stage = stages[name]

@@ -31,9 +31,10 @@ from l1cert import certify_format as fmt
 from l1cert.analysis import accuracy_rows, certified_accuracy, envelopes, radius_grid
 from l1cert.cli import main
 from l1cert.layout import all_bounds, expected_outputs
+from l1cert.metrics import headline
 from l1cert.noise import NOISES
-from l1cert.report import headline, latex_escape, to_markdown
 from l1cert.runs import Naming, read_run, read_runs
+from l1cert.table_formats import latex_escape, to_markdown
 from l1cert.utils import L1CertError
 
 DATA = Path(__file__).parent / "data"

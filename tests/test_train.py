@@ -352,7 +352,7 @@ class _Fixed(torch.nn.Module):
 
 
 def _objective_loss(training: str, noise_name: str = "laplace", **section):
-    from l1cert.train import OBJECTIVES
+    from l1cert.objectives import OBJECTIVES
 
     config = _config(training=training, **section)
     x = torch.rand(5, 4, generator=torch.Generator().manual_seed(1))

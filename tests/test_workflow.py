@@ -23,7 +23,7 @@ from conftest import read_table, without_time
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from l1cert import pipeline, schema
+from l1cert import dvc_stages, schema
 from l1cert.layout import all_bounds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ def make_project(path: Path, config: dict | None = None) -> Path:
             shutil.copy2(source, path / name)
     if config is not None:  # and its dvc.yaml, as `l1cert dvc-yaml` writes it
         (path / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        (path / "dvc.yaml").write_text(pipeline.dvc_yaml(config))
+        (path / "dvc.yaml").write_text(dvc_stages.dvc_yaml(config))
     run(["git", "init", "-q", "-b", "main"], path)
     run(["git", "add", "-A"], path)
     run(["git", "commit", "-qm", "project"], path)
@@ -605,7 +605,7 @@ def test_dvc_stages_depend_on_the_code_that_decides_them():
 
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     config = {**params(), "dataset": "cifar10", "models": [IMPORTED]}
-    stages |= yaml.safe_load(pipeline.dvc_yaml(config))["stages"]
+    stages |= yaml.safe_load(dvc_stages.dvc_yaml(config))["stages"]
     assert {"import_model", "certify_imported", "merge_imported"} <= stages.keys()
     for name, stage in stages.items():
         stage = stage.get("do", stage)  # a foreach stage's body

@@ -276,7 +276,7 @@ def report(certify_files, out_dir, experiment, metrics, dataset, label, sigma, b
 def dvc_yaml(params, out):
     """Write dvc.yaml: the pipeline's stages for DVC, from the command builders that the
     Snakefile's rules use too (its sampling decides whether certify depends on the radii)."""
-    from l1cert.pipeline import write_dvc_yaml
+    from l1cert.dvc_stages import write_dvc_yaml
 
     click.echo(f"wrote {write_dvc_yaml(params, out)}", err=True)
 

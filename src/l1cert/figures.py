@@ -3,7 +3,7 @@
 Radii come from `l1cert.certificates` and curves from `l1cert.analysis`, so a figure shows exactly
 what the tables say. Every figure fits a paper's text width (`TEXT_WIDTH`, the PDF's width) with
 no text under 7 pt at that size: more panels wrap to more rows, one legend below the panels
-serves them all, titles are short (the captions `l1cert.report.captions` writes explain), and a
+serves them all, titles are short (the captions `l1cert.captions` writes explain), and a
 noise or training the runs do not have gets no panel.
 """
 

@@ -10,8 +10,9 @@ DATASETS = ("digits", "cifar10", "imagenet", "imagefolder")
 # The input grid q of each dataset: its pixels are multiples of 1/q (digits' scans count 0..16,
 # 8-bit images 0..255). DSSN certifies perturbations that stay on it.
 INPUT_GRID = {"digits": 16, "cifar10": 255, "imagenet": 255, "imagefolder": 255}
-# The training objectives (l1cert.train.OBJECTIVES): noise augmentation, SmoothAdv (Salman et al.
-# 2019), consistency regularization (Jeong & Shin 2020), stability training (Li et al. 2019).
+# The training objectives (l1cert.objectives.OBJECTIVES): noise augmentation, SmoothAdv
+# (Salman et al. 2019), consistency regularization (Jeong & Shin 2020), stability training
+# (Li et al. 2019).
 TRAININGS = ("type1", "type2", "consistency", "stability")
 ARCHITECTURES = ("digits_mlp", "cifar_resnet20", "cifar_resnet110", "resnet50")
 NORMS = ("linf", "l2", "l1")  # SmoothAdv's PGD threat models
