@@ -48,7 +48,7 @@ def certify(model: Path, out: Path, sampling: str, radii, skip: int, n: int, rep
 def reach_at_cap(seq, radii, n: int) -> np.ndarray:
     """Per point: True where some bound certifies the top bucket that only the cap can reach
     (with every draw a vote for ĉA, the look before the cap would certify less)."""
-    from l1cert import certificates
+    from l1cert import bounds
     from l1cert.noise import make_noise
     from l1cert.stats import lower_confidence_bound
 
@@ -59,7 +59,7 @@ def reach_at_cap(seq, radii, n: int) -> np.ndarray:
     best = [lower_confidence_bound(m, m, a) for m, a in zip(looks[-2:], alphas[-2:], strict=True)]
     found = np.zeros(seq.points, dtype=bool)
     for bound in seq.bounds:
-        top = [int((certificates.radius(bound, seq.noise, scale, p, 1 - p) >= grid).sum())
+        top = [int((bounds.radius(bound, seq.noise, scale, p, 1 - p) >= grid).sum())
                for p in best]  # fmt: skip
         if top[1] > top[0]:
             found |= (seq.bound_radii[bound][:, None] >= grid).sum(axis=1) == top[1]

@@ -41,7 +41,7 @@ import numpy as np
 import simulation  # benchmarks/simulation.py, beside this script
 from scipy.special import betaincc, betaln
 
-from l1cert import certificates, sequential
+from l1cert import bounds, sequential
 from l1cert.noise import make_noise
 from l1cert.stats import lower_confidence_bound
 
@@ -63,7 +63,7 @@ def synthetic_points(noise: str, sigma: float, points: int, rng) -> np.ndarray:
     pa = np.where(kind == 3, rng.uniform(0.15, 0.5, size=points), pa)
     bound = make_noise(noise, sigma).bounds[0]
     scale = make_noise(noise, sigma).scale
-    on_grid = certificates.inverse_radius(bound, scale, rng.choice(GRID, size=points))
+    on_grid = bounds.inverse_radius(bound, scale, rng.choice(GRID, size=points))
     pa = np.where((kind == 4) & (on_grid < 1), on_grid, pa)
     pb = (1 - pa) * rng.uniform(0.5, 1.0, size=points)
     return np.stack([pa, pb, np.clip(1 - pa - pb, 0, 1)], axis=-1)

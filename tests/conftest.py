@@ -16,7 +16,7 @@ import pytest
 
 from l1cert import certify_format as fmt
 from l1cert import sequential
-from l1cert.certificates import BOUNDS
+from l1cert.bounds import BOUNDS
 from l1cert.certify import row_values
 from l1cert.noise import NOISES
 from l1cert.sampling import MODES
@@ -89,7 +89,7 @@ def certify_row(result: dict, row: dict) -> dict:
 
 
 def _certificate(bound_radii: dict, **fields) -> SimpleNamespace:
-    """What `certify.row_values` reads of a `smoothing.Certificate` (without importing torch)."""
+    """What `certify.row_values` reads of a `certificate.Certificate` (without importing torch)."""
     radii = {bound: float(np.ravel(radius)[0]) for bound, radius in bound_radii.items()}
     return SimpleNamespace(**fields, bound_radii=radii, radius=next(iter(radii.values())),
                            exact=fields["alpha"] is None)  # fmt: skip

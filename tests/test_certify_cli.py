@@ -370,7 +370,7 @@ def test_resume_survives_edits_outside_the_row_code(checkpoint, tmp_path, monkey
     resumed = certify_to_tsv(checkpoint, tmp_path / "resumed.tsv", **FAST)
     assert without_time(read_table(resumed)) == without_time(read_table(reference))
 
-    radii = package / "certificates.py"
+    radii = package / "bounds.py"
     radii.write_text(radii.read_text().replace("2.0 * (1.0 - p)", "(1.0 - p) * 2.0"))
     cut_short(tmp_path / "refused.tsv")
     with pytest.raises(L1CertError, match="made by other l1cert code"):

@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 from test_workflow import ROOT, make_project, params, run
 
-from l1cert import captions, certificates, dvc_stages, figures, pipeline, sampling, schema
+from l1cert import bounds, captions, dvc_stages, figures, pipeline, sampling, schema
 from l1cert.cli import main
 from l1cert.config import CertifyConfig, DataConfig, ReportConfig, TrainConfig, Type2Config
 from l1cert.fields import cli_fields, section_schema
@@ -27,11 +27,11 @@ BASE_SCHEMA = ROOT / "workflow" / "schemas" / "params.schema.yaml"
 def test_every_bound_of_every_noise_is_registered_with_its_presentation():
     for cls in NOISES.values():
         for bound in cls.bounds:
-            entry = certificates.BOUNDS[bound]
+            entry = bounds.BOUNDS[bound]
             assert entry.label and entry.caption and entry.color and entry.style
-            assert certificates.owner(bound) == cls.name
+            assert bounds.owner(bound) == cls.name
     owned = [b for cls in NOISES.values() for b in cls.bounds]
-    assert sorted(owned) == sorted(certificates.BOUNDS)  # no bound without a noise
+    assert sorted(owned) == sorted(bounds.BOUNDS)  # no bound without a noise
 
 
 def test_the_sampling_modes_are_those_the_noises_name():
@@ -51,9 +51,9 @@ def test_the_schema_enums_come_from_the_registries():
 
 def test_figures_and_captions_read_the_bound_registry(monkeypatch, tmp_path):
     """A new bound's label appears in Fig. 6 and the captions without editing either."""
-    entry = certificates.BOUNDS["uniform"]
-    patched = {**certificates.BOUNDS, "uniform": dataclasses.replace(entry, label="NEW LABEL")}
-    monkeypatch.setattr(certificates, "BOUNDS", patched)
+    entry = bounds.BOUNDS["uniform"]
+    patched = {**bounds.BOUNDS, "uniform": dataclasses.replace(entry, label="NEW LABEL")}
+    monkeypatch.setattr(bounds, "BOUNDS", patched)
     monkeypatch.setattr(captions, "BOUNDS", patched)
     assert figures._style("uniform")["label"] == "NEW LABEL"
     text = captions.captions([], [0.0], 0.5)["radius-vs-pa"]

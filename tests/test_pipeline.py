@@ -119,7 +119,7 @@ def test_a_stage_s_code_is_what_decides_its_numbers():
     """Help texts, messages and checks are out: the CLI, the resume protocol, the settings'
     declaration and the re-derivation; the modules that compute certify's rows are in."""
     certify = set(stage_code("certify"))
-    assert {"l1cert.certificates", "l1cert.smoothing", "l1cert.noise", "l1cert.sampling"} <= certify
+    assert {"l1cert.bounds", "l1cert.smoothing", "l1cert.noise", "l1cert.sampling"} <= certify
     assert not certify & PLUMBING
     for stage in ("data", "train", "certify", "merge", "report", "import"):
         code = set(stage_code(stage))
@@ -200,8 +200,8 @@ EDITS = {
     "certify.batch": (("param", "certify.batch", 100), {}),
     "resources.certify.threads": (("param", "resources.certify.threads", 2), {}),
     "data.root": (("param", "data.root", "elsewhere"), {}),
-    "a comment in certificates.py": (
-        ("code", "certificates.py", "import numpy as np\n", "import numpy as np  # arrays\n"),
+    "a comment in bounds.py": (
+        ("code", "bounds.py", "import numpy as np\n", "import numpy as np  # arrays\n"),
         {"certify": 8, "merge": 4, "report": 1},
     ),
     "a help text in cli.py": (("code", "cli.py", "Merged TSV", "The merged TSV"), {}),

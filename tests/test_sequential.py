@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from l1cert import certificates, sequential
+from l1cert import bounds, sequential
 from l1cert.stats import lower_confidence_bound
 from l1cert.utils import L1CertError
 
@@ -54,9 +54,9 @@ def test_look_alphas_sum_to_alpha_and_keep_most_for_the_cap():
 )
 def test_inverse_radius_inverts_the_radius(noise, bound):
     r = np.array([0.1, 0.25, 0.5])
-    p = certificates.inverse_radius(bound, 0.7, r)
-    assert np.allclose(certificates.radius(bound, noise, 0.7, p), r)
-    assert certificates.inverse_radius(bound, 0.7, 0.0) == pytest.approx(0.5)
+    p = bounds.inverse_radius(bound, 0.7, r)
+    assert np.allclose(bounds.radius(bound, noise, 0.7, p), r)
+    assert bounds.inverse_radius(bound, 0.7, 0.0) == pytest.approx(0.5)
 
 
 def simulate(probs, cap=3200, **levels):
@@ -67,7 +67,7 @@ def simulate(probs, cap=3200, **levels):
     return looks, counts, stop, b
 
 
-ON_THRESHOLDS = [float(certificates.inverse_radius("teng", SCALE, r)) for r in GRID[:4]]
+ON_THRESHOLDS = [float(bounds.inverse_radius("teng", SCALE, r)) for r in GRID[:4]]
 
 
 @pytest.mark.parametrize("p", [0.3, 0.7, 0.97, *ON_THRESHOLDS])
@@ -152,7 +152,7 @@ def test_cap_keeps_the_top_bucket_at_sigma_012():
     b, _ = sequential.step(100_000, 0, len(looks) - 1, looks, 0.001, 10, "laplace", scale, GRID)
     assert sequential.bound_radii(b, "laplace", scale)["teng"] >= 0.75
     even = sequential.ends(100_000, 0, len(looks) - 1, looks, 0.001, 10, 1 / len(looks))
-    assert certificates.teng(even.pa_lower, scale) < 0.75
+    assert bounds.teng(even.pa_lower, scale) < 0.75
 
 
 def test_unknown_noise_is_refused():

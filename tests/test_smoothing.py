@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from l1cert import certificates
+from l1cert import bounds
 from l1cert.points import BLOCK, ESTIMATION, Draws, point_seed
 from l1cert.smoothing import ABSTAIN, Smooth
 from l1cert.stats import lower_confidence_bound
@@ -157,7 +157,7 @@ def test_theorem1_certifies_where_the_primary_bound_abstains():
     cert = smooth.certify(torch.zeros(4), 100, 100_000, 0.001, 10_000, seed=1)
     assert cert.prediction == ABSTAIN and cert.top_class == 0 and cert.pa_lower < 0.5
     assert cert.radius == 0 and cert.bound_radii["teng"] == 0 and cert.bound_radii["lecuyer"] == 0
-    exact = certificates.teng_multiclass(0.45, 0.30, smooth.noise.scale)  # 0.0717
+    exact = bounds.teng_multiclass(0.45, 0.30, smooth.noise.scale)  # 0.0717
     assert 0.5 * exact < cert.bound_radii["teng_multiclass"] < exact
     points = [(i, torch.zeros(4)) for i in range(3)]
     for _, seq in smooth.certify_sequential(points, 100, 100_000, 0.001, 10_000, [0, 0.05]):

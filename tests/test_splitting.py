@@ -335,15 +335,15 @@ def test_radius_is_sound_and_tight_by_brute_force_over_every_grid_point(L):
 
 
 def test_the_two_dssn_radius_formulas_agree():
-    """`dssn_certify` (certify: min over every rival class) and `certificates.dssn`
+    """`dssn_certify` (certify: min over every rival class) and `bounds.dssn`
     (re-derivation: from N_A, N_B, A, B alone) are kept apart on purpose; on random vote
     tables with many ties they give the same radius for the runner-up the first names."""
-    from l1cert import certificates
+    from l1cert import bounds
 
     rng = np.random.default_rng(0)
     for classes, grid in ((2, 1), (3, 16), (10, 255)):
         counts = rng.integers(0, 6, size=(2000, classes))  # small counts: ties everywhere
         cert = dssn_certify(counts, grid)
-        rederived = certificates.dssn(cert.count, cert.count_b, cert.predict, cert.runner_up, grid)
+        rederived = bounds.dssn(cert.count, cert.count_b, cert.predict, cert.runner_up, grid)
         np.testing.assert_array_equal(rederived, cert.radius)
         assert (cert.runner_up != cert.predict).all()

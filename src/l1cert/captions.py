@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from l1cert.analysis import settings_text
-from l1cert.certificates import BOUNDS, curve_methods, panel_methods
+from l1cert.bounds import BOUNDS, curve_methods, panel_methods
 from l1cert.runs import CertifiedRun
 
 UNITS = "in pixel units of inputs in [0, 1]"

@@ -41,7 +41,8 @@ SYNC_SECONDS = 1.0
 if TYPE_CHECKING:  # torch only where certification runs
     import torch
 
-    from l1cert.smoothing import Certificate, Smooth
+    from l1cert.certificate import Certificate
+    from l1cert.smoothing import Smooth
 
 
 def certify_to_tsv(

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from l1cert.certificates import BOUNDS
+from l1cert.bounds import BOUNDS
 from l1cert.noise import NOISES
 from l1cert.utils import L1CertError, atomic_write_text
 

@@ -1,6 +1,6 @@
 """The paper's figures, headless (matplotlib Agg), each written as PNG and PDF.
 
-Radii come from `l1cert.certificates` and curves from `l1cert.analysis`, so a figure shows exactly
+Radii come from `l1cert.bounds` and curves from `l1cert.analysis`, so a figure shows exactly
 what the tables say. Every figure fits a paper's text width (`TEXT_WIDTH`, the PDF's width) with
 no text under 7 pt at that size: more panels wrap to more rows, one legend below the panels
 serves them all, titles are short (the captions `l1cert.captions` writes explain), and a
@@ -24,7 +24,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from l1cert import certificates  # noqa: E402
+from l1cert import bounds  # noqa: E402
 from l1cert.analysis import envelopes  # noqa: E402
 from l1cert.labels import bound_label, training_label  # noqa: E402
 from l1cert.names import TRAININGS  # noqa: E402
@@ -55,8 +55,8 @@ PAPER_STYLE = {
 
 
 def _style(bound: str) -> dict:
-    """Colour, line style and legend label of a bound's curves (l1cert.certificates.BOUNDS)."""
-    entry = certificates.BOUNDS[bound]
+    """Colour, line style and legend label of a bound's curves (l1cert.bounds.BOUNDS)."""
+    entry = bounds.BOUNDS[bound]
     return {"color": entry.color, "ls": entry.style, "label": bound_label(bound)}
 
 
@@ -97,7 +97,7 @@ def bound_comparison(stem: Path, resolution: int = 400) -> list[Path]:
     axis = (np.arange(resolution) + 0.5) / resolution
     pa, pb = np.meshgrid(axis, axis)
     admissible = (pb < pa) & (pa + pb <= 1.0)
-    region = np.where(admissible, np.where(certificates.thm1_beats_dp(pa, pb), 2, 1), 0)
+    region = np.where(admissible, np.where(bounds.thm1_beats_dp(pa, pb), 2, 1), 0)
     fig, ax = plt.subplots(figsize=(3.6, 3.4), layout="constrained")
     ax.imshow(
         region,
@@ -130,11 +130,11 @@ def radius_vs_pa(stem: Path, sigma: float) -> list[Path]:
     """Fig. 6: the radius of each method against p̲A, noises matched by standard deviation σ."""
     pa = np.linspace(0.5, 0.9999, 600)
     fig, ax = plt.subplots(figsize=(4.2, 3.4), layout="constrained")
-    for noise, bound in certificates.curve_methods():
+    for noise, bound in bounds.curve_methods():
         scale = NOISES[noise](sigma).scale
         style = _style(bound)
         style["label"] += f" (scale {scale:.3g})"
-        ax.plot(pa, certificates.radius(bound, noise, scale, pa), **style)
+        ax.plot(pa, bounds.radius(bound, noise, scale, pa), **style)
     ax.set_xlabel("p̲A (lower bound of the top class probability)")
     ax.set_ylabel(RADIUS_LABEL)
     ax.set_title(f"Certified radius against p̲A, σ = {sigma:g}")
@@ -231,8 +231,8 @@ def _sigma_label(sigma) -> str:
     return f"σ = {sigma:g}" if sigma is not None else "σ unknown"
 
 
-def _bound_handles(bounds) -> list:
-    return [Line2D([], [], **_style(b)) for b in certificates.BOUNDS if b in bounds]
+def _bound_handles(shown) -> list:
+    return [Line2D([], [], **_style(b)) for b in bounds.BOUNDS if b in shown]
 
 
 BOUND_LEGEND_COLUMNS = 3  # bound labels are long: three side by side fill the text width
@@ -249,7 +249,7 @@ def accuracy_per_sigma(
     present = {(r.training, r.noise, b) for r in runs for b in r.bounds}
     panels = [
         (noise, bound, training)
-        for noise, bound in certificates.panel_methods()
+        for noise, bound in bounds.panel_methods()
         for training in trainings
         if (training, noise, bound) in present
     ]
@@ -334,7 +334,7 @@ def cost(stem: Path, runs: Sequence[CertifiedRun], radius: float, title: str) ->
 
     handles = [
         Line2D([], [], color=entry.color, marker="o", ls="none", label=bound_label(b))
-        for b, entry in certificates.BOUNDS.items()
+        for b, entry in bounds.BOUNDS.items()
         if any(p[3] == b for p in points)
     ]
     shapes = [
@@ -353,7 +353,7 @@ def cost(stem: Path, runs: Sequence[CertifiedRun], radius: float, title: str) ->
     for ax, training in zip(axes, trainings, strict=True):
         mine = [p for p in points if p[0] == training]
         for _, passes, accuracy, bound, sigma in mine:
-            ax.scatter(passes, accuracy, color=certificates.BOUNDS[bound].color,
+            ax.scatter(passes, accuracy, color=bounds.BOUNDS[bound].color,
                        marker=marker(sigma), s=16, zorder=3, alpha=0.85)  # fmt: skip
         ax.set_title(training_label(training))
         if not mine:

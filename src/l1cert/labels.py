@@ -5,7 +5,7 @@ scripts read). Torch- and matplotlib-free.
 
 from __future__ import annotations
 
-from l1cert import certificates
+from l1cert import bounds
 
 TRAINING_LABELS = {
     "type1": "Type 1",
@@ -35,8 +35,8 @@ def noise_label(noise: str) -> str:
 def bound_label(bound: str) -> str:
     """The bound's legend label (`Bound.label`) without the id it carries for the tables that
     show ids: 'Laplace, Thm 2 (teng)' -> 'Laplace, Thm 2'."""
-    bounds = certificates.BOUNDS  # looked up at each call: the registry is the one truth
-    label = bounds[bound].label if bound in bounds else bound
+    registry = bounds.BOUNDS  # looked up at each call: the registry is the one truth
+    label = registry[bound].label if bound in registry else bound
     return label.removesuffix(f" ({bound})")
 
 

@@ -2,7 +2,7 @@
 
 Each class knows its scale (the parameter of its distribution), draws samples in place on the
 tensor's device from a `torch.Generator`, and names the certificates that apply to it
-(`l1cert.certificates`), the first one being the primary bound reported in the `radius` column.
+(`l1cert.bounds`), the first one being the primary bound reported in the `radius` column.
 """
 
 from __future__ import annotations

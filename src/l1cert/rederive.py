@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from l1cert import sequential
-from l1cert.certificates import BOUNDS
+from l1cert.bounds import BOUNDS
 from l1cert.certify_format import ABSTAIN, Table, is_integer
 from l1cert.noise import noise_class
 from l1cert.utils import L1CertError

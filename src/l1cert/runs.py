@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from l1cert import certify_format as fmt
-from l1cert.certificates import BOUNDS
+from l1cert.bounds import BOUNDS
 from l1cert.names import DATASETS, TRAININGS, check_plain_name
 from l1cert.noise import NOISES
 from l1cert.utils import L1CertError
@@ -235,7 +235,7 @@ def _read_cohen(path: Path, table: fmt.Table, naming: Naming) -> CertifiedRun:
 def _read_published(path: Path, naming: Naming) -> CertifiedRun:
     """A published result directory: its bound named by the reader (the files do not say),
     its cost not recorded."""
-    from l1cert.certificates import owner
+    from l1cert.bounds import owner
     from l1cert.published import read_published
 
     if naming.bound not in BOUNDS:

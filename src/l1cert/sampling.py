@@ -22,7 +22,8 @@ from l1cert import sequential
 from l1cert.utils import L1CertError, parse_radii
 
 if TYPE_CHECKING:
-    from l1cert.smoothing import Certificate, Smooth
+    from l1cert.certificate import Certificate
+    from l1cert.smoothing import Smooth
 
 Certified = Iterator[tuple[int, "Certificate", float]]
 _SAMPLED = ("sampling", "n0", "n", "alpha", "seed")  # what every Monte Carlo mode takes

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from l1cert import certificates
+from l1cert import bounds
 from l1cert.noise import noise_class
 from l1cert.stats import lower_confidence_bound, upper_confidence_bound
 from l1cert.utils import L1CertError
@@ -156,8 +156,8 @@ def _lower_ends_at_cap(count_a, count_b, cap, a, num_classes):
 def radius_and_validity(bound: str, noise: str, scale: float, pa, pb, points=None):
     """The radius of `bound` and whether its condition holds (p̲A > 1/2, or p̲A > p̄B);
     `points` (points, d): the inputs, for the bounds that need them (the box bounds)."""
-    entry = certificates.check_bound(bound, noise)
-    return certificates.radius(bound, noise, scale, pa, pb, points), entry.valid(pa, pb)
+    entry = bounds.check_bound(bound, noise)
+    return bounds.radius(bound, noise, scale, pa, pb, points), entry.valid(pa, pb)
 
 
 def bucket(bound: str, noise: str, scale: float, pa, pb, radii, points=None) -> np.ndarray:
@@ -220,12 +220,12 @@ def _bound_names(noise: str) -> tuple[str, ...]:
 
 
 def lower_ends(name: str, b: Ends):
-    if certificates.BOUNDS[name].uses_pb:
+    if bounds.BOUNDS[name].uses_pb:
         return b.pa_joint, b.pb_upper
     return b.pa_lower, None
 
 
 def _upper_ends(name: str, b: Ends):
-    if certificates.BOUNDS[name].uses_pb:
+    if bounds.BOUNDS[name].uses_pb:
         return b.pa_upper_joint, b.pb_lower
     return b.pa_upper, None

@@ -165,7 +165,7 @@ def dssn_certify(counts, grid: int) -> ExactCertificate:
     N_c + m: A holds while that gap is positive, or zero when a tie still goes to A (A < c).
     Radius = min over c ≠ A of ⌊(N_A − N_c − t_c)/2⌋ / q, t_c = 1 if c < A else 0. B is the
     class that attains it (lowest index among equals). One class would have no runner-up and
-    an infinite radius; it is refused rather than written as inf. `certificates.dssn` computes
+    an infinite radius; it is refused rather than written as inf. `bounds.dssn` computes
     the same radius from (N_A, N_B, A, B) for re-derivation; it is not called here so that
     training, which imports this module, does not depend on the certificates' code."""
     q = check_grid(grid)

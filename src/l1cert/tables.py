@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from l1cert.analysis import Envelope, Row, cost
-from l1cert.certificates import BOUNDS
+from l1cert.bounds import BOUNDS
 from l1cert.labels import bound_parts, noise_label, training_label
 from l1cert.noise import NOISES
 from l1cert.runs import CertifiedRun, training_rank

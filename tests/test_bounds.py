@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from l1cert import certificates as C
+from l1cert import bounds as C
 from l1cert.noise import make_noise
 from l1cert.stats import lower_confidence_bound
 from l1cert.utils import L1CertError
