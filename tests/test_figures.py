@@ -15,7 +15,7 @@ from conftest import write_grid, write_hand_made
 from matplotlib.text import Text
 
 from l1cert import figures
-from l1cert.analysis import radius_grid
+from l1cert.analysis import radius_axis
 from l1cert.runs import read_runs
 
 TEXT_WIDTH_PT = 520  # the widest a figure may be: a paper's text width
@@ -110,7 +110,7 @@ def _draw(name: str, stem: Path, runs):
         return figures.radius_vs_pa(stem, sigma=0.5)
     if name == "cost":
         return figures.cost(stem, runs, 0.25, "digits")
-    return getattr(figures, name)(stem, runs, radius_grid(runs), "digits")
+    return getattr(figures, name)(stem, runs, radius_axis(runs), "digits")
 
 
 ALL = ["bound_comparison", "radius_vs_pa", "accuracy_per_sigma", "bound_comparison_per_sigma",
@@ -146,8 +146,8 @@ def test_dataset_figures(tmp_path, runs, name):
 
 
 def test_more_panels_wrap_to_more_rows_at_the_same_width(tmp_path, runs, grid_runs, drawn):
-    figures.accuracy_per_sigma(tmp_path / "few", runs, radius_grid(runs), "t")
-    figures.accuracy_per_sigma(tmp_path / "many", grid_runs, radius_grid(grid_runs), "t")
+    figures.accuracy_per_sigma(tmp_path / "few", runs, radius_axis(runs), "t")
+    figures.accuracy_per_sigma(tmp_path / "many", grid_runs, radius_axis(grid_runs), "t")
     few, many = (pdf_page(tmp_path / f"{stem}.pdf") for stem in ("few", "many"))
     assert few[0] == many[0] <= TEXT_WIDTH_PT and many[1] > 2 * few[1]
     # 5 methods × 3 training types, a method's three side by side
@@ -157,12 +157,12 @@ def test_more_panels_wrap_to_more_rows_at_the_same_width(tmp_path, runs, grid_ru
 
 def test_a_noise_the_runs_do_not_have_gets_no_panel(tmp_path, runs, drawn):
     """The hand-made files are Laplace models: no Gaussian, uniform or splitting panel."""
-    figures.accuracy_per_sigma(tmp_path / "laplace", runs, radius_grid(runs), "t")
+    figures.accuracy_per_sigma(tmp_path / "laplace", runs, radius_axis(runs), "t")
     (fig,) = drawn
     assert _titles(fig) == ["Laplace, Thm 2"] * 2 + ["Laplace, Lecuyer et al. (DP)"] * 2
     shown = [t.get_text() for t in _texts(fig)]
     assert "Type 1" in shown and "Type 2" in shown
     assert not any("no certify file" in t or "Splitting" in t for t in shown)
 
-    figures.bound_comparison_per_sigma(tmp_path / "one", runs[:1], radius_grid(runs), "t")
+    figures.bound_comparison_per_sigma(tmp_path / "one", runs[:1], radius_axis(runs), "t")
     assert _titles(drawn[1]) == ["σ = 0.5"]  # one training type, one σ: one panel

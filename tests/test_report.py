@@ -28,7 +28,7 @@ from conftest import (
 from scipy.stats import beta, norm
 
 from l1cert import certify_format as fmt
-from l1cert.analysis import accuracy_rows, certified_accuracy, envelopes, radius_grid
+from l1cert.analysis import accuracy_rows, certified_accuracy, envelopes, radius_axis
 from l1cert.cli import main
 from l1cert.layout import all_bounds, expected_outputs
 from l1cert.metrics import headline
@@ -594,7 +594,7 @@ def test_curves_are_non_increasing_and_envelope_dominates(tmp_path):
     """Each bound's curve counts the points it certifies with the right class (`hits`: for
     Theorem 1 also where the primary bound abstains)."""
     runs = read_runs(synthetic_grid(tmp_path), quiet=True)
-    grid = radius_grid(runs)
+    grid = radius_axis(runs)
     assert grid[0] == 0 and np.all(np.diff(grid) > 0)
     for run in runs:
         assert 0 < run.correct.sum() < run.points and (run.predict == -1).any()

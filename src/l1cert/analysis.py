@@ -121,8 +121,8 @@ def envelopes(runs: Sequence[CertifiedRun], radii: Sequence[float]) -> list[Enve
     )
 
 
-def radius_grid(runs: Sequence[CertifiedRun], points: int = 400) -> np.ndarray:
-    """A round-stepped radius grid from 0 just past the largest certified radius."""
+def radius_axis(runs: Sequence[CertifiedRun], points: int = 400) -> np.ndarray:
+    """The radii of a plot's x axis: round steps from 0 just past the largest certified radius."""
     largest = max(
         (float(np.nanmax(r, initial=0.0)) for run in runs for r in run.bound_radii.values()),
         default=0.0,

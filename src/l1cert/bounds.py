@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from l1cert.box import box_radius
+from l1cert.names import check_choice
 from l1cert.noise import NOISES, noise_class
 from l1cert.utils import L1CertError
 
@@ -188,8 +189,7 @@ BOUNDS: dict[str, Bound] = {
 def check_bound(bound: str, noise: str) -> Bound:
     """The registry entry of `bound`, or L1CertError if it is unknown or does not fit `noise`."""
     noise_class(noise)
-    if bound not in BOUNDS:
-        raise L1CertError(f"unknown bound {bound!r} (choose from {', '.join(BOUNDS)})")
+    check_choice("bound", bound, tuple(BOUNDS))
     if bound not in NOISES[noise].bounds:
         fitting = ", ".join(NOISES[noise].bounds)
         raise L1CertError(

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from l1cert.analysis import settings_text
 from l1cert.bounds import BOUNDS, curve_methods, panel_methods
 from l1cert.runs import CertifiedRun
+from l1cert.sampling import MODES
 
 UNITS = "in pixel units of inputs in [0, 1]"
 
@@ -39,7 +40,7 @@ def captions(
                 " Sequential sampling stops once a point's bucket among these radii is decided, "
                 "so its radii pin the bucket, not the value: its ACR is not comparable with "
                 "fixed sampling's."
-                if any(r.sampling == "sequential" for r in runs)
+                if any(r.sampling in MODES and MODES[r.sampling].varies_n for r in runs)
                 else ""
             )
         ),

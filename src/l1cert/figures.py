@@ -179,9 +179,9 @@ def _panels(count: int, columns: int, title: str, xlabel: str, handles: list, le
     inside = _legend_fits(handles, spare * width / columns * 72, panel * 72)
     below = 0 if inside or not handles else math.ceil(len(handles) / legend_columns)
     height = rows * panel + 0.35 + 0.16 * below + (0.2 if title else 0.0)
-    fig, grid = plt.subplots(rows, columns, figsize=(width, height), squeeze=False,
+    fig, cells = plt.subplots(rows, columns, figsize=(width, height), squeeze=False,
                              sharex=True, sharey=True, layout="constrained")  # fmt: skip
-    axes = list(grid.flat)
+    axes = list(cells.flat)
     for ax in axes[count:]:
         ax.remove()
     axes = axes[:count]
@@ -193,7 +193,7 @@ def _panels(count: int, columns: int, title: str, xlabel: str, handles: list, le
     if title:
         fig.suptitle(title)
     if inside:
-        slot = fig.add_subplot(grid[0, 0].get_gridspec()[rows - 1, columns - spare :])
+        slot = fig.add_subplot(cells[0, 0].get_gridspec()[rows - 1, columns - spare :])
         slot.axis("off")
         slot.legend(handles=handles, loc="center", ncols=inside)
     elif handles:
@@ -216,14 +216,14 @@ def _legend_fits(handles: list, width: float, height: float) -> int:
 
 def _corner(ax, text: str) -> None:
     """A panel's second title in its upper right corner, where no accuracy curve goes (they
-    fall from their clean accuracy at r = 0 to 0 at the grid's end)."""
+    fall from their clean accuracy at r = 0 to 0 at the axis's end)."""
     ax.text(0.97, 0.95, text, ha="right", va="top", transform=ax.transAxes, fontsize=MIN_FONT)
 
 
-def _accuracy_axes(fig, axes, grid: np.ndarray) -> None:
+def _accuracy_axes(fig, axes, radius_axis: np.ndarray) -> None:
     for ax in axes:
         ax.set_ylim(0, 1)
-        ax.set_xlim(0, float(grid[-1]))
+        ax.set_xlim(0, float(radius_axis[-1]))
     fig.supylabel(ACCURACY_LABEL)
 
 
@@ -240,7 +240,7 @@ BOUND_LEGEND_COLUMNS = 3  # bound labels are long: three side by side fill the t
 
 @_paper
 def accuracy_per_sigma(
-    stem: Path, runs: Sequence[CertifiedRun], grid: np.ndarray, title: str
+    stem: Path, runs: Sequence[CertifiedRun], radius_axis: np.ndarray, title: str
 ) -> list[Path]:
     """One panel per method × training type that the runs have (a method's trainings side by
     side), one curve per σ."""
@@ -264,14 +264,18 @@ def accuracy_per_sigma(
         _corner(ax, training_label(training))
         for run in runs:
             if run.training == training and run.noise == noise and bound in run.bounds:
-                ax.plot(grid, run.accuracy(bound, grid), color=colors[sigmas.index(run.sigma)])
-    _accuracy_axes(fig, axes, grid)
+                ax.plot(
+                    radius_axis,
+                    run.accuracy(bound, radius_axis),
+                    color=colors[sigmas.index(run.sigma)],
+                )
+    _accuracy_axes(fig, axes, radius_axis)
     return save(fig, stem)
 
 
 @_paper
 def bound_comparison_per_sigma(
-    stem: Path, runs: Sequence[CertifiedRun], grid: np.ndarray, title: str
+    stem: Path, runs: Sequence[CertifiedRun], radius_axis: np.ndarray, title: str
 ) -> list[Path]:
     """Figs. 7-8: at each σ the Laplace model's bounds beside the other noises' models, one
     panel per training type × σ that the runs have."""
@@ -289,13 +293,15 @@ def bound_comparison_per_sigma(
         for run in runs:
             if run.training == training and run.sigma == sigma:
                 for bound in run.bounds:
-                    ax.plot(grid, run.accuracy(bound, grid), **_style(bound))
-    _accuracy_axes(fig, axes, grid)
+                    ax.plot(radius_axis, run.accuracy(bound, radius_axis), **_style(bound))
+    _accuracy_axes(fig, axes, radius_axis)
     return save(fig, stem)
 
 
 @_paper
-def envelope(stem: Path, runs: Sequence[CertifiedRun], grid: np.ndarray, title: str) -> list[Path]:
+def envelope(
+    stem: Path, runs: Sequence[CertifiedRun], radius_axis: np.ndarray, title: str
+) -> list[Path]:
     """Per training type, the best curve over σ of each bound."""
     trainings = _trainings(runs)
     handles = _bound_handles({b for r in runs for b in r.bounds})
@@ -303,11 +309,11 @@ def envelope(stem: Path, runs: Sequence[CertifiedRun], grid: np.ndarray, title: 
         len(trainings), _columns(len(trainings), 1), f"{title}: envelope over σ",
         RADIUS_LABEL, handles, BOUND_LEGEND_COLUMNS,
     )  # fmt: skip
-    for env in envelopes(runs, grid):
-        axes[trainings.index(env.training)].plot(grid, env.accuracy, **_style(env.bound))
+    for env in envelopes(runs, radius_axis):
+        axes[trainings.index(env.training)].plot(radius_axis, env.accuracy, **_style(env.bound))
     for ax, training in zip(axes, trainings, strict=True):
         ax.set_title(training_label(training))
-    _accuracy_axes(fig, axes, grid)
+    _accuracy_axes(fig, axes, radius_axis)
     return save(fig, stem)
 
 

@@ -28,8 +28,9 @@ from l1cert import __version__
 from l1cert.certify_format import file_sha256
 from l1cert.data import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 from l1cert.models import BasicBlock, build_model, check_arch, load_checkpoint, save_model
-from l1cert.names import TRAININGS
+from l1cert.names import TRAININGS, check_choice
 from l1cert.noise import NOISES, make_noise, noise_class
+from l1cert.sampling import exact_only
 from l1cert.utils import L1CertError, same_file
 
 FORMATS = ("cohen", "smoothadv", "torchvision")
@@ -61,14 +62,12 @@ def import_checkpoint(
     src = Path(src)
     if same_file(src, out):
         raise L1CertError(f"--out {out} is the checkpoint to import; write the model elsewhere")
-    if fmt not in FORMATS:
-        raise L1CertError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    check_choice("format", fmt, tuple(FORMATS))
     if dataset not in DATASETS:
-        raise L1CertError(f"cannot import for dataset {dataset!r} (choose from cifar10, imagenet)")
-    if training not in TRAININGS:
-        raise L1CertError(f"unknown training {training!r} (choose from {', '.join(TRAININGS)})")
-    if "exact" in noise_class(noise).samplings:
-        sampled = ", ".join(n for n, cls in NOISES.items() if "exact" not in cls.samplings)
+        raise L1CertError(f"cannot import for dataset {dataset!r} (use {' or '.join(DATASETS)})")
+    check_choice("training", training, TRAININGS)
+    if exact_only(noise_class(noise)):
+        sampled = ", ".join(n for n, cls in NOISES.items() if not exact_only(cls))
         raise L1CertError(
             f"--noise {noise} is certified with the template a model is trained with, which a "
             f"released checkpoint has not: import it with a sampled noise ({sampled})"

@@ -87,12 +87,12 @@ def _rounded(value: float, digits: int):
     return None if math.isnan(value) else round(value, digits)
 
 
-def curve_rows(runs: Sequence[CertifiedRun], grids: dict[str, np.ndarray]):
+def curve_rows(runs: Sequence[CertifiedRun], radius_axes: dict[str, np.ndarray]):
     """Long rows (dataset, model, noise, training, sigma, bound, radius, certified_accuracy)."""
     for run in runs:
-        grid = grids[run.dataset]
+        radius_axis = radius_axes[run.dataset]
         for bound in run.bound_radii:
-            for r, a in zip(grid, run.accuracy(bound, grid), strict=True):
+            for r, a in zip(radius_axis, run.accuracy(bound, radius_axis), strict=True):
                 yield [
                     run.dataset,
                     run.model,
@@ -105,10 +105,10 @@ def curve_rows(runs: Sequence[CertifiedRun], grids: dict[str, np.ndarray]):
                 ]
 
 
-def bound_plot_csv(runs: Sequence[CertifiedRun], bound: str, grid: np.ndarray) -> str:
+def bound_plot_csv(runs: Sequence[CertifiedRun], bound: str, radius_axis: np.ndarray) -> str:
     """Wide per-bound curves for `dvc plots`: radius, then one column per model (σ)."""
     members = [r for r in runs if bound in r.bound_radii]
     header = ["radius"] + [m.model.replace(".", "_") for m in members]
-    curves = [m.accuracy(bound, grid) for m in members]
-    rows = [[f"{r:g}", *(f"{c[i]:.6g}" for c in curves)] for i, r in enumerate(grid)]
+    curves = [m.accuracy(bound, radius_axis) for m in members]
+    rows = [[f"{r:g}", *(f"{c[i]:.6g}" for c in curves)] for i, r in enumerate(radius_axis)]
     return to_csv(header, rows)

@@ -22,7 +22,7 @@ def check_choice(what: str, value: str, choices: tuple[str, ...]) -> str:
     """`value` if it is one of `choices`, else a one-line L1CertError listing them."""
     from l1cert.utils import L1CertError
 
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise L1CertError(f"unknown {what} {value!r} (choose from {', '.join(choices)})")
     return value
 

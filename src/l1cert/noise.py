@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 if TYPE_CHECKING:  # the noise table is read without torch (report, workflow); samplers import it
     import torch
 
+from l1cert.names import check_choice
 from l1cert.utils import L1CertError
 
 # σ is in [0, 1] pixel units: beyond this a smoothed classifier sees only noise, and a typo
@@ -84,13 +85,15 @@ class Noise:
         """What a certify sidecar records about this noise beyond its name, σ and scale."""
         return {}
 
-    # Exact certification (a noise whose only sampling mode is "exact"): every point has the
+    # Exact certification (a noise whose sampling modes all count exactly): every point has the
     # same `copies` noisy copies, enumerated rather than drawn; `Smooth.certify_exact` counts the
     # base classifier's votes over all of them and `exact_certificate` turns the counts into
     # radii (its bound's `radius` re-derives them from a row).
     @property
     def exact(self) -> bool:
-        return "exact" in self.samplings
+        from l1cert.sampling import exact_only
+
+        return exact_only(type(self))
 
     @property
     def copies(self) -> int:
@@ -326,10 +329,9 @@ NOISES: dict[str, type[Noise]] = {
 
 def noise_class(name: str) -> type[Noise]:
     """The registry entry of the noise called `name`; L1CertError if there is none."""
-    try:
-        return NOISES[name]
-    except (KeyError, TypeError):
-        raise L1CertError(f"unknown noise {name!r} (choose from {', '.join(NOISES)})") from None
+    if not isinstance(name, str):
+        raise L1CertError(f"unknown noise {name!r} (choose from {', '.join(NOISES)})")
+    return NOISES[check_choice("noise", name, tuple(NOISES))]
 
 
 def make_noise(name: str, sigma: float, grid: int | None = None, template=None) -> Noise:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from l1cert.analysis import accuracy_rows, all_bounds, envelopes, radius_grid, settings_text
+from l1cert.analysis import accuracy_rows, all_bounds, envelopes, radius_axis, settings_text
 from l1cert.captions import captions
 from l1cert.config import ReportConfig
 from l1cert.layout import HEADLINE, SUMMARY, TABLES, expected_outputs
@@ -126,15 +126,17 @@ def _render(
     write("tables/cost.md", to_markdown(c_header, c_display))
     write("tables/cost.tex", paper_cost_table(runs).latex(caption["cost"], "tab:cost"))
 
-    grids = {d: radius_grid([r for r in runs if r.dataset == d]) for d in datasets}
+    radius_axes = {d: radius_axis([r for r in runs if r.dataset == d]) for d in datasets}
     write(
         "plots/certified-accuracy.csv",
-        to_csv([*CURVE_IDENTITY, "radius", "certified_accuracy"], list(curve_rows(runs, grids))),
+        to_csv(
+            [*CURVE_IDENTITY, "radius", "certified_accuracy"], list(curve_rows(runs, radius_axes))
+        ),
     )
     for dataset in datasets:
         mine = [r for r in runs if r.dataset == dataset]
         for bound in all_bounds():
-            write(f"plots/{dataset}-{bound}.csv", bound_plot_csv(mine, bound, grids[dataset]))
+            write(f"plots/{dataset}-{bound}.csv", bound_plot_csv(mine, bound, radius_axes[dataset]))
 
     figure_files = {
         "bound-comparison": lambda stem: figures.bound_comparison(stem),
@@ -142,15 +144,15 @@ def _render(
     }
     for dataset in datasets:
         mine = [r for r in runs if r.dataset == dataset]
-        grid = grids[dataset]
+        axis = radius_axes[dataset]
         title = dataset  # the settings are the captions' to state
-        figure_files[f"{dataset}-certified-accuracy"] = lambda stem, m=mine, g=grid, t=title: (
+        figure_files[f"{dataset}-certified-accuracy"] = lambda stem, m=mine, g=axis, t=title: (
             figures.accuracy_per_sigma(stem, m, g, t)
         )
-        figure_files[f"{dataset}-comparison"] = lambda stem, m=mine, g=grid, t=title: (
+        figure_files[f"{dataset}-comparison"] = lambda stem, m=mine, g=axis, t=title: (
             figures.bound_comparison_per_sigma(stem, m, g, t)
         )
-        figure_files[f"{dataset}-envelope"] = lambda stem, m=mine, g=grid, t=title: (
+        figure_files[f"{dataset}-envelope"] = lambda stem, m=mine, g=axis, t=title: (
             figures.envelope(stem, m, g, t)
         )
         figure_files[f"{dataset}-cost"] = lambda stem, m=mine, t=title: figures.cost(

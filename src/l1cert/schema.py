@@ -24,6 +24,7 @@ def params_schema(base: str | Path) -> dict:
 
     from l1cert.names import DATASETS, TRAININGS
     from l1cert.noise import NOISES
+    from l1cert.sampling import exact_only, takes_radii
     from l1cert.sequential import FIRST_LOOK
 
     schema = yaml.safe_load(Path(base).read_text())
@@ -32,7 +33,7 @@ def params_schema(base: str | Path) -> dict:
     top["dataset"]["enum"] = list(DATASETS)
     grid["noises"]["items"]["enum"] = list(NOISES)
     # an imported checkpoint is certified by Monte Carlo (an exact noise needs its template)
-    model["noise"]["enum"] = [n for n, cls in NOISES.items() if "exact" not in cls.samplings]
+    model["noise"]["enum"] = [n for n, cls in NOISES.items() if not exact_only(cls)]
     grid["trainings"]["items"]["enum"] = model["training"]["enum"] = list(TRAININGS)
     sigma = field_schema(field_of(TrainConfig, "sigma"))
     grid["sigmas"]["items"] = {**sigma, "description": grid["sigmas"]["description"]}
@@ -44,7 +45,7 @@ def params_schema(base: str | Path) -> dict:
     certify = section_schema(CertifyConfig)
     certify["properties"]["shards"] = schema["$defs"]["shards"]
     certify["required"].append("shards")  # both engines iterate over it
-    certify["if"] = {"properties": {"sampling": {"const": "sequential"}}}
+    certify["if"] = {"properties": {"sampling": {"enum": takes_radii()}}}  # n is their cap
     certify["then"] = {"properties": {"n": {"minimum": FIRST_LOOK}}}
     top["certify"] = certify
     return schema

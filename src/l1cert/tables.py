@@ -8,10 +8,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from l1cert import bounds
 from l1cert.analysis import Envelope, Row, cost
-from l1cert.bounds import BOUNDS
 from l1cert.labels import bound_parts, noise_label, training_label
-from l1cert.noise import NOISES
 from l1cert.runs import CertifiedRun, training_rank
 from l1cert.table_formats import to_latex
 
@@ -170,7 +169,7 @@ def paper_accuracy_table(rows: Sequence[Row], radii: Sequence[float]) -> PaperTa
     bound, in the bounds' order and by σ, named for readers (the noise and the certificate:
     `l1cert.labels`); clean accuracy, ACR and the certified accuracy at each radius, in %.
     Costs are the cost table's."""
-    rows = sorted(rows, key=lambda r: (*_run_order(r.run), BOUND_ORDER.index(r.bound),
+    rows = sorted(rows, key=lambda r: (*_run_order(r.run), _bound_rank(r.bound),
                                        _sigma_key(r.run.sigma), r.run.model))  # fmt: skip
     datasets = len({r.run.dataset for r in rows})
     model = _needs_model([(r.run.dataset, r.run.training, r.bound, r.run.sigma) for r in rows])
@@ -193,7 +192,7 @@ def paper_envelope_table(envs: Sequence[Envelope], radii: Sequence[float]) -> Pa
     accuracy (in %) at each radius, and under it in parentheses the σ that achieves it (a
     line of its own keeps the table a text width wide)."""
     envs = sorted(envs, key=lambda e: (e.dataset, training_rank(e.training), e.training,
-                                       BOUND_ORDER.index(e.bound)))  # fmt: skip
+                                       _bound_rank(e.bound)))  # fmt: skip
     datasets = len({e.dataset for e in envs})
     header = ["Noise", "Certificate", *(radius_label(r) for r in radii)]
     cells = [[*bound_parts(e.bound), *(_percent(a) for a in e.accuracy)] for e in envs]
@@ -247,13 +246,16 @@ def paper_cost_table(runs: Sequence[CertifiedRun]) -> PaperTable:
     return _paper_table(header, cells, titles, 1, over)
 
 
-# The order of the paper tables' rows: the bounds as BOUNDS lists them (the figures' legends'
-# order), a noise where its first bound is.
-BOUND_ORDER = list(BOUNDS)
+# The order of the paper tables' rows: the bounds as the registry lists them (the figures'
+# legends' order; read at each call, so a bound added later has its place), a model where its
+# first bound is; a bound the registry no longer has (an older file's) last.
+def _bound_rank(bound: str) -> int:
+    order = list(bounds.BOUNDS)
+    return order.index(bound) if bound in order else len(order)
 
 
 def _run_order(run: CertifiedRun) -> tuple:
-    first = min((BOUND_ORDER.index(b) for b in NOISES[run.noise].bounds), default=0)
+    first = min((_bound_rank(b) for b in run.bounds), default=0)
     return run.dataset, training_rank(run.training), run.training, first
 
 
