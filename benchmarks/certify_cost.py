@@ -70,7 +70,7 @@ def main() -> None:
     print(header)
     verdicts = []
     with tempfile.TemporaryDirectory() as tmp:
-        for sigma in params["grid"]["sigmas"]:
+        for sigma in params["sweep"]["sigmas"]:
             found = {}
             for method, (noise, options) in METHODS.items():
                 model = models / f"{noise}-{args.training}-s{sigma}" / "model.pt"

@@ -43,7 +43,7 @@ def test_the_sampling_modes_are_those_the_noises_name():
 
 def test_the_schema_enums_come_from_the_registries():
     found = schema.params_schema(BASE_SCHEMA)["properties"]
-    assert found["grid"]["properties"]["noises"]["items"]["enum"] == list(NOISES)
+    assert found["sweep"]["properties"]["noises"]["items"]["enum"] == list(NOISES)
     # a released checkpoint has no template: it is certified by Monte Carlo
     sampled = [n for n, cls in NOISES.items() if "exact" not in cls.samplings]
     assert found["models"]["items"]["properties"]["noise"]["enum"] == sampled
@@ -157,7 +157,7 @@ def test_a_new_certify_parameter_reaches_both_engines_through_its_field(monkeypa
 def test_the_report_s_experiment_files_are_named_as_the_stages_write_them(tmp_path):
     """DVC's report reads `--experiment params.yaml`: its file names must be the ones the
     certify and merge stages write, σ as the params spell it (2, not 2.0)."""
-    config = {**params(), "grid": {"noises": ["laplace"], "trainings": ["type1"],
+    config = {**params(), "sweep": {"noises": ["laplace"], "trainings": ["type1"],
                                    "sigmas": [2, 0.5, 1.0]}}  # fmt: skip
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(config))
     names = ["laplace-type1-s2.tsv", "laplace-type1-s0.5.tsv", "laplace-type1-s1.0.tsv"]

@@ -158,7 +158,7 @@ def test_dvc_stages_declare_exactly_what_decides_them():
 
 def tiny_params() -> dict:
     config = params()
-    config["grid"] = {"noises": ["laplace", "dssn"], "trainings": ["type1", "type2"],
+    config["sweep"] = {"noises": ["laplace", "dssn"], "trainings": ["type1", "type2"],
                       "sigmas": [0.5]}  # fmt: skip
     config["train"].update(epochs=1, lr_step=1)
     config["train"]["type2"]["warmup_epochs"] = 1
@@ -196,7 +196,7 @@ EDITS = {
         ("param", "train.type2.epsilon", 0.1),
         {"train": 2, "certify": 4, "merge": 2, "report": 1},
     ),
-    "one sigma added": (("param", "grid.sigmas", [0.5, 0.25]), EVERYTHING),
+    "one sigma added": (("param", "sweep.sigmas", [0.5, 0.25]), EVERYTHING),
     "certify.batch": (("param", "certify.batch", 100), {}),
     "resources.certify.threads": (("param", "resources.certify.threads", 2), {}),
     "data.root": (("param", "data.root", "elsewhere"), {}),

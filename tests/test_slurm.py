@@ -62,7 +62,7 @@ def small_params(project: Path) -> dict:
     """The project's params.yaml shrunk to a grid that runs in seconds per job."""
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["dataset"] = "digits"
-    params["grid"] = {"noises": NOISES, "trainings": ["type1"], "sigmas": [SIGMA]}
+    params["sweep"] = {"noises": NOISES, "trainings": ["type1"], "sigmas": [SIGMA]}
     params["train"].update(epochs=2, batch_size=128)
     params["certify"].update(
         n0=20, n=200, batch=200, skip=1, max=POINTS, shards=list(range(1, SHARDS + 1))

@@ -54,7 +54,7 @@ ENV = {
 PROFILE = ["--profile", "workflow/profiles/default", "--cores", "2"]
 
 
-# A released checkpoint certified beside the grid.
+# A released checkpoint certified beside the sweep.
 IMPORTED = {
     "name": "cohen-laplace-s0.25",
     "path": "checkpoints/resnet20.pth.tar",
@@ -162,9 +162,9 @@ def _set(config, dotted, value):
     [
         ("train.epochz", 3, "'epochz' was unexpected"),
         ("datset", "digits", "'datset' was unexpected"),
-        ("grid.noises", ["laplace", "poisson"], "['grid']['noises'][1]"),
-        ("grid.sigmas", [0.25, 0.0], "['grid']['sigmas'][1]"),
-        ("grid.sigmas", [-1.0], "['grid']['sigmas'][0]"),
+        ("sweep.noises", ["laplace", "poisson"], "['sweep']['noises'][1]"),
+        ("sweep.sigmas", [0.25, 0.0], "['sweep']['sigmas'][1]"),
+        ("sweep.sigmas", [-1.0], "['sweep']['sigmas'][0]"),
         ("certify.shards", [], "['certify']['shards']"),
         ("certify.shards", [0, 1], "['certify']['shards'][0]"),
         ("certify.alpha", 1.5, "['certify']['alpha']"),
@@ -180,7 +180,7 @@ def _set(config, dotted, value):
         ("train.lr", 1e308, "['train']['lr']"),
         ("train.seed", 2**64, "['train']['seed']"),
         ("train.type2.epsilon", 1e308, "['train']['type2']['epsilon']"),
-        ("grid.sigmas", [1e308], "['grid']['sigmas'][0]"),
+        ("sweep.sigmas", [1e308], "['sweep']['sigmas'][0]"),
         ("train.type2.samples", 10**9, "['train']['type2']['samples']"),
         ("resources.train.threads", 10**8, "['resources']['train']['threads']"),
         ("certify.max", 0, "['certify']['max']"),
@@ -197,12 +197,12 @@ def test_schema_errors_name_the_key(key, value, expected):
 
 def test_bad_config_stops_the_workflow_before_any_job(tmp_path):
     project = make_project(tmp_path / "project")
-    (project / "bad.yaml").write_text("grid:\n  noises: [laplace, poisson]\n")
+    (project / "bad.yaml").write_text("sweep:\n  noises: [laplace, poisson]\n")
     result = run(["snakemake", *PROFILE, "--configfile", "bad.yaml"], project, check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "Error validating config file" in output
-    assert "'poisson' is not one of" in output and "['grid']['noises'][1]" in output
+    assert "'poisson' is not one of" in output and "['sweep']['noises'][1]" in output
     assert not (project / "results").exists() and not (project / "logs").exists()
 
     (project / "bad.yaml").write_text("certify:\n  shards: [1, 3]\n")
@@ -213,10 +213,10 @@ def test_bad_config_stops_the_workflow_before_any_job(tmp_path):
 
 def test_snakemake_config_overrides_reach_the_schema_as_numbers(tmp_path):
     project = make_project(tmp_path / "project")
-    grid = 'grid={"sigmas": [0.5, 0.75]}'
+    grid = 'sweep={"sigmas": [0.5, 0.75]}'
     outputs = snakemake_outputs(project, "--config", grid, "certify={'n': 500}")
     models = {o.split("/")[3] for o in outputs if o.startswith("results/models/")}
-    assert models == {f"{n}-{t}-s{s}" for n in params()["grid"]["noises"]
+    assert models == {f"{n}-{t}-s{s}" for n in params()["sweep"]["noises"]
                       for t in ("type1", "type2") for s in (0.5, 0.75)}  # fmt: skip
 
 
@@ -227,7 +227,7 @@ def test_snakemake_config_overrides_reach_the_schema_as_numbers(tmp_path):
         ('report:\n  radii: "0,1' + "0" * 400 + '"\n', "report.radii: --radii must be increasing"),
         ('report:\n  radii: "0,a"\n', "report.radii: --radii must be comma-separated numbers"),
         ("train:\n  workers: 64\n", "train.workers: --workers 64 exceeds this machine's"),
-        ("grid:\n  sigmas: [0.03]\n", "grid.sigmas: dssn noise: sigma=0.03 on the grid q=16"),
+        ("sweep:\n  sigmas: [0.03]\n", "sweep.sigmas: dssn noise: sigma=0.03 on the grid q=16"),
     ],
 )
 def test_what_every_job_would_refuse_stops_the_dry_run(tmp_path, changes, message):
@@ -242,7 +242,7 @@ def test_what_every_job_would_refuse_stops_the_dry_run(tmp_path, changes, messag
     [
         (
             [{**IMPORTED, "name": "laplace-type1-s0.25"}],
-            "laplace-type1-s0.25 is the name of a grid",
+            "laplace-type1-s0.25 is the name of a sweep",
         ),
         ([IMPORTED, {**IMPORTED, "noise": "gaussian"}], "two entries have the same name"),
     ],
@@ -259,7 +259,7 @@ def test_imported_model_names_must_be_unique(tmp_path, models, message):
 
 
 def _models(config):
-    g = config["grid"]
+    g = config["sweep"]
     grid = [f"{n}-{t}-s{s}" for n in g["noises"] for t in g["trainings"] for s in g["sigmas"]]
     return grid + [entry["name"] for entry in config.get("models", [])]
 
@@ -350,7 +350,7 @@ def test_lint_is_clean():
     [
         {},
         {
-            "grid": {
+            "sweep": {
                 "noises": ["uniform", "laplace"],
                 "trainings": ["type2"],
                 "sigmas": [0.5, 1.0, 2, 0.125],
@@ -383,7 +383,7 @@ def test_snakemake_and_dvc_declare_the_same_outputs(tmp_path, changes):
 
 def reduced_params() -> dict:
     config = params()
-    config["grid"] = {"noises": ["laplace"], "trainings": ["type2"], "sigmas": [0.5]}
+    config["sweep"] = {"noises": ["laplace"], "trainings": ["type2"], "sigmas": [0.5]}
     config["train"].update(epochs=2, lr_step=1)
     config["train"]["type2"]["warmup_epochs"] = 1
     config["certify"].update(n=200, skip=3, shards=[1, 2])
@@ -630,7 +630,7 @@ def test_an_imported_model_takes_the_place_of_training(tmp_path):
 
     name, shards = IMPORTED["name"], 2
     config = {**params(), "dataset": "cifar10", "models": [IMPORTED]}
-    config["grid"] = {"noises": ["gaussian"], "trainings": ["type1"], "sigmas": [0.25]}
+    config["sweep"] = {"noises": ["gaussian"], "trainings": ["type1"], "sigmas": [0.25]}
     config["certify"] = {**config["certify"], "shards": list(range(1, shards + 1))}
     project = make_project(tmp_path / "project", config)
     source = torch.nn.Sequential(
@@ -700,11 +700,11 @@ def test_dvc_experiments_compare_fixed_and_sequential_sampling(tmp_path):
     from dvc.utils.hydra import apply_overrides  # what `dvc exp run -S` writes with
 
     apply_overrides(project / "params.yaml", [
-        "grid.noises=[laplace,dssn]", "grid.trainings=[type1]", "grid.sigmas=[0.5]",
+        "sweep.noises=[laplace,dssn]", "sweep.trainings=[type1]", "sweep.sigmas=[0.5]",
         "train.epochs=1", "certify.skip=30", "certify.shards=[1]", "certify.n=200",
     ])  # fmt: skip
     assert "  - dssn" in (project / "params.yaml").read_text()
-    run(["l1cert", "dvc-yaml"], project)  # the grid's noises and trainings changed
+    run(["l1cert", "dvc-yaml"], project)  # the sweep's noises and trainings changed
     run(["dvc", "repro"], project)
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "baseline"], project)

@@ -234,7 +234,7 @@ def import_(src, src_path, out, **options):
 @click.option("--out-dir", required=True, help="Writes tables/, figures/, plots/, captions/ here.")
 @click.option(
     "--experiment",
-    help="A params file: report exactly its grid's and models' merged files in "
+    help="A params file: report exactly its sweep's and models' merged files in "
     "results/certify/<dataset>/ (what DVC's report stage does), besides CERTIFY_FILES.",
 )
 @click_options(ReportConfig)

@@ -28,9 +28,9 @@ from l1cert.pipeline import (
 _HEADER = """\
 # Written by `l1cert dvc-yaml` from params.yaml (l1cert.dvc_stages, over the job commands of
 # l1cert.pipeline, which Snakemake runs too): edit the pipeline there and rerun it (tests check
-# this file is current). Rerun it too after changing grid.noises, grid.trainings or
+# this file is current). Rerun it too after changing sweep.noises, sweep.trainings or
 # certify.sampling: stages are grouped by what decides their results (a type2 training has its
-# own settings; an exact noise takes none of the sampling ones), so the grid's noises and
+# own settings; an exact noise takes none of the sampling ones), so the sweep's noises and
 # trainings are written here; its sigmas and everything else come from params.yaml.
 # Each command names, as ${...}, the settings that decide its result: its params, so editing
 # one reruns the stage. Run-only settings (certify.batch, resources.certify.threads, data.root,
@@ -73,7 +73,7 @@ def _groups(values, keys_of) -> list[tuple[str, list]]:
 
 def _dvc_stages(src: Source) -> dict:
     config = src.config
-    grid, dataset = config["grid"], "${dataset}"
+    sweep, dataset = config["sweep"], "${dataset}"
     manifest = MANIFEST.format(dataset=dataset)
     trained = TRAINED.format(noise="${item.noise}", training="${item.training}",
                              sigma="${item.sigma}")  # fmt: skip
@@ -87,14 +87,14 @@ def _dvc_stages(src: Source) -> dict:
         }
     }
     train_keys = lambda t: decides(config, "train", training=t)  # noqa: E731
-    for suffix, trainings in _groups(grid["trainings"], train_keys):
+    for suffix, trainings in _groups(sweep["trainings"], train_keys):
         out = f"results/models/{dataset}/{trained}"
         stages["train" + suffix] = {
             "desc": f"Train a base classifier per noise and sigma ({', '.join(trainings)}).",
             "matrix": {
-                "noise": list(grid["noises"]),
+                "noise": list(sweep["noises"]),
                 "training": trainings,
-                "sigma": "${grid.sigmas}",
+                "sigma": "${sweep.sigmas}",
             },  # fmt: skip
             "cmd": train_command(
                 src, "${item.noise}", "${item.sigma}", trainings[0], out, "${item.training}"
@@ -104,10 +104,10 @@ def _dvc_stages(src: Source) -> dict:
             "outs": [f"{out}/{f}" for f in TRAIN_OUTS],
         }
     imported = config.get("models") or []
-    noises = list(grid["noises"])
+    noises = list(sweep["noises"])
     for suffix, members in _groups(noises, lambda n: decides(config, "certify", noise=n)):
-        matrix = {"noise": members, "training": list(grid["trainings"]),
-                  "sigma": "${grid.sigmas}"}  # fmt: skip
+        matrix = {"noise": members, "training": list(sweep["trainings"]),
+                  "sigma": "${sweep.sigmas}"}  # fmt: skip
         stages["certify" + suffix] = _certify_stage(src, trained, matrix, members[0])
     if imported:
         matrix = {"model": "${models}"}
@@ -117,8 +117,8 @@ def _dvc_stages(src: Source) -> dict:
     stages["merge"] = {
         "matrix": {
             "noise": noises,
-            "training": list(grid["trainings"]),
-            "sigma": "${grid.sigmas}",
+            "training": list(sweep["trainings"]),
+            "sigma": "${sweep.sigmas}",
         },  # fmt: skip
         **merge,
     }
@@ -143,7 +143,7 @@ def _dvc_stages(src: Source) -> dict:
         "desc": "Tables, figures, captions, plot data and metrics from the merged certificates.",
         "cmd": report_command(src, f"--experiment {PARAMS}", "results", metrics),
         "deps": [f"results/certify/{dataset}", *code_deps("report")],
-        "params": ["dataset", "grid", "models", *decides(config, "report")],
+        "params": ["dataset", "sweep", "models", *decides(config, "report")],
         "outs": [f for f in report_files if f not in plots and f not in headline],
         "plots": [_plot(p) for p in plots],
         "metrics": headline,  # a file per bound: a row each in `dvc metrics show`

@@ -27,7 +27,7 @@ def describe(config: dict, out: str | Path, root: str | Path = ".") -> str:
     from l1cert.provenance import code_digest
     from l1cert.utils import L1CertError, parse_radii
 
-    dataset, grid = config["dataset"], config["grid"]
+    dataset, sweep = config["dataset"], config["sweep"]
     models = pipeline.model_noises(config)
     found, unreadable = {}, []
     for model in models:
@@ -42,8 +42,8 @@ def describe(config: dict, out: str | Path, root: str | Path = ".") -> str:
     lines = ["l1cert experiment", "=================", ""]
     lines += [
         f"- dataset: {dataset}",
-        f"- grid: noises {', '.join(grid['noises'])}; trainings {', '.join(grid['trainings'])}; "
-        f"sigma {', '.join(str(s) for s in grid['sigmas'])}",
+        f"- sweep: noises {', '.join(sweep['noises'])}; trainings {', '.join(sweep['trainings'])}; "
+        f"sigma {', '.join(str(s) for s in sweep['sigmas'])}",
         f"- imported models: {', '.join(e['name'] for e in config.get('models') or []) or 'none'}",
         f"- report radii: {config['report']['radii']}",
     ]

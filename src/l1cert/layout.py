@@ -12,7 +12,7 @@ from pathlib import Path
 from l1cert.noise import NOISES
 
 MANIFEST = "results/data/{dataset}.json"
-TRAINED = "{noise}-{training}-s{sigma}"  # a grid model's name
+TRAINED = "{noise}-{training}-s{sigma}"  # a sweep model's name
 MODEL_DIR = "results/models/{dataset}/{model}"  # model.pt, train-log.csv, metrics.json
 CERTIFY = "results/certify/{dataset}/{model}"  # its shards inside, the merged file beside
 

@@ -15,7 +15,7 @@ the job's context (its dataset, training, and the sampling mode its noise takes)
   so changing it reruns nothing in either engine.
 Each step's code is the modules that decide its numbers (`l1cert.provenance.stage_code`).
 DVC's stages group the jobs whose params are the same list (a type2 training has its own
-settings, an exact noise none of the sampling ones); dvc.yaml names the grid's noises and
+settings, an exact noise none of the sampling ones); dvc.yaml names the sweep's noises and
 trainings, its σ come from params.yaml. Torch-free: Snakemake imports it to build its DAG.
 """
 
@@ -161,7 +161,7 @@ def merge_command(src: Source, shards: str, out: str) -> str:
 
 def report_command(src: Source, inputs: str, out_dir: str, metrics: str) -> str:
     """`inputs`: the merged files (Snakemake), or for DVC `--experiment params.yaml`: exactly
-    the grid's and models' files, which DVC's templating cannot list."""
+    the sweep's and models' files, which DVC's templating cannot list."""
     return (
         f"l1cert report {inputs} {_options(src, 'report')} --out-dir {src.path(out_dir)} "
         f"--metrics {src.path(metrics)}"
@@ -176,22 +176,22 @@ def entry_options(entry: dict) -> str:
 # --- the experiment's models -----------------------------------------------------------------
 
 
-def trained_names(grid: dict) -> list[str]:
-    """The grid's models, <noise>-<training>-s<sigma>, sigma as Python writes the params value
+def trained_names(sweep: dict) -> list[str]:
+    """The sweep's models, <noise>-<training>-s<sigma>, sigma as Python writes the params value
     (0.5, 1.0, 2): the text DVC's ${item.sigma} gives, so both engines agree on paths."""
     return [
         TRAINED.format(noise=n, training=t, sigma=s)
-        for n in grid["noises"] for t in grid["trainings"] for s in grid["sigmas"]
+        for n in sweep["noises"] for t in sweep["trainings"] for s in sweep["sigmas"]
     ]  # fmt: skip
 
 
 def model_noises(params: dict) -> dict[str, str]:
-    """{model name: its noise} of every model of an experiment, the grid's and the imported
+    """{model name: its noise} of every model of an experiment, the sweep's and the imported
     ones (named by their entry)."""
-    grid = params["grid"]
+    sweep = params["sweep"]
     found = {
         TRAINED.format(noise=n, training=t, sigma=s): n
-        for n in grid["noises"] for t in grid["trainings"] for s in grid["sigmas"]
+        for n in sweep["noises"] for t in sweep["trainings"] for s in sweep["sigmas"]
     }  # fmt: skip
     found.update({e["name"]: e["noise"] for e in params.get("models") or []})
     return found
@@ -218,7 +218,7 @@ def merged_files(params_path: str | Path, root: str | Path = "results/certify") 
     if missing:
         raise L1CertError(
             f"--experiment {params_path}: {missing[0]} is missing (with DVC: after changing "
-            "grid.noises, grid.trainings or certify.sampling, rerun `l1cert dvc-yaml`)"
+            "sweep.noises, sweep.trainings or certify.sampling, rerun `l1cert dvc-yaml`)"
         )
     return files
 

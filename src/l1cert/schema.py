@@ -28,15 +28,15 @@ def params_schema(base: str | Path) -> dict:
     from l1cert.sequential import FIRST_LOOK
 
     schema = yaml.safe_load(Path(base).read_text())
-    top, grid = schema["properties"], schema["properties"]["grid"]["properties"]
+    top, sweep = schema["properties"], schema["properties"]["sweep"]["properties"]
     model = top["models"]["items"]["properties"]
     top["dataset"]["enum"] = list(DATASETS)
-    grid["noises"]["items"]["enum"] = list(NOISES)
+    sweep["noises"]["items"]["enum"] = list(NOISES)
     # an imported checkpoint is certified by Monte Carlo (an exact noise needs its template)
     model["noise"]["enum"] = [n for n, cls in NOISES.items() if not exact_only(cls)]
-    grid["trainings"]["items"]["enum"] = model["training"]["enum"] = list(TRAININGS)
+    sweep["trainings"]["items"]["enum"] = model["training"]["enum"] = list(TRAININGS)
     sigma = field_schema(field_of(TrainConfig, "sigma"))
-    grid["sigmas"]["items"] = {**sigma, "description": grid["sigmas"]["description"]}
+    sweep["sigmas"]["items"] = {**sigma, "description": sweep["sigmas"]["description"]}
     model["sigma"] = sigma
     schema["$defs"]["job"]["properties"]["threads"] = field_schema(field_of(TrainConfig, "threads"))
     top["data"] = section_schema(DataConfig)
@@ -54,7 +54,7 @@ def params_schema(base: str | Path) -> dict:
 def check_params(config: dict, machine: bool = True) -> None:
     """Refuse, naming its key, what a job would refuse later: every setting of the stages'
     sections by its field's checks (`machine`: also against this machine's CPUs; a cluster's
-    jobs run elsewhere), the shard list, and each σ of the grid for each of its noises."""
+    jobs run elsewhere), the shard list, and each σ of the sweep for each of its noises."""
     from l1cert.fields import check_field, params_fields
     from l1cert.names import INPUT_GRID
     from l1cert.noise import noise_class
@@ -77,17 +77,17 @@ def check_params(config: dict, machine: bool = True) -> None:
             f"certify.shards must list the shard numbers 1..K once each, not {shards}"
         )
     grid = INPUT_GRID[config["dataset"]]
-    for noise in config["grid"]["noises"]:
-        for sigma in config["grid"]["sigmas"]:
+    for noise in config["sweep"]["noises"]:
+        for sigma in config["sweep"]["sigmas"]:
             try:
                 noise_class(noise).check_sigma(sigma, grid)
             except L1CertError as err:
-                raise L1CertError(f"grid.sigmas: {noise} noise: {err}") from None
+                raise L1CertError(f"sweep.sigmas: {noise} noise: {err}") from None
 
 
 def coerce_numbers(node, schema: dict, root: dict | None = None):
     """`node` with the strings that the schema wants as numbers converted (Snakemake's
-    `--config 'grid={"sigmas":[0.5,0.75]}'` passes them as strings), following the schema's
+    `--config 'sweep={"sigmas":[0.5,0.75]}'` passes them as strings), following the schema's
     `$ref`s; anything else as is, for the schema to judge."""
     root = schema if root is None else root
     while "$ref" in schema:  # "#/$defs/job"

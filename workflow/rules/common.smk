@@ -40,12 +40,12 @@ except L1CertError as err:
     raise WorkflowError(str(err)) from None
 
 DATASET = config["dataset"]
-GRID = config["grid"]
+SWEEP = config["sweep"]
 SHARDS = config["certify"]["shards"]
 
 # Models are named as DVC's stages name their paths (pipeline.trained_names); imported models
 # (`models:`) are named by their entry and skip training.
-TRAINED = pipeline.trained_names(GRID)
+TRAINED = pipeline.trained_names(SWEEP)
 IMPORTED = {entry["name"]: entry for entry in config.get("models", [])}
 NOISE_OF = pipeline.model_noises(config)  # every model's noise: what decides its certify jobs
 MODELS = list(NOISE_OF)
@@ -53,7 +53,7 @@ MODELS = list(NOISE_OF)
 if len(IMPORTED) != len(config.get("models", [])):
     raise WorkflowError("models: two entries have the same name")
 if clash := sorted(set(IMPORTED) & set(TRAINED)):
-    raise WorkflowError(f"models: {', '.join(clash)} is the name of a grid model; choose another")
+    raise WorkflowError(f"models: {', '.join(clash)} is the name of a sweep model; choose another")
 if IMPORTED and DATASET not in ("cifar10", "imagenet"):  # what `l1cert import` converts
     raise WorkflowError(
         f"models: l1cert imports checkpoints for cifar10 or imagenet, not {DATASET}"
@@ -69,9 +69,9 @@ def one_of(names):
 
 wildcard_constraints:
     dataset=DATASET,
-    noise=one_of(GRID["noises"]),
-    training=one_of(GRID["trainings"]),
-    sigma=one_of(GRID["sigmas"]),
+    noise=one_of(SWEEP["noises"]),
+    training=one_of(SWEEP["trainings"]),
+    sigma=one_of(SWEEP["sigmas"]),
     model=one_of(MODELS),
     imported=one_of(IMPORTED),
 
