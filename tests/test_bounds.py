@@ -76,8 +76,8 @@ def test_registry_and_bad_bounds():
     with pytest.raises(L1CertError, match="unknown noise"):
         C.check_bound("teng", "cauchy")
     with pytest.raises(L1CertError, match="pa"):
-        C.radii("laplace", 0.5, 1.5)
-    assert list(C.radii("laplace", 0.5, 0.9)) == ["teng", "lecuyer", "teng_multiclass"]
+        C.radius_per_bound("laplace", 0.5, 1.5)
+    assert list(C.radius_per_bound("laplace", 0.5, 0.9)) == ["teng", "lecuyer", "teng_multiclass"]
 
 
 # --- soundness and tightness on the half-space f(x) = 1[x1 > t] ---------------------------

@@ -218,7 +218,9 @@ def radius(bound: str, noise: str, scale: float, pa, pb=None, points=None):
     return entry.radius(pa, pb, scale)
 
 
-def radii(noise: str, sigma: float, pa: float, pb: float | None = None, bounds=()) -> dict:
+def radius_per_bound(
+    noise: str, sigma: float, pa: float, pb: float | None = None, bounds=()
+) -> dict:
     """{bound: radius} for the given bounds (default: all that apply to `noise`)."""
     from l1cert.noise import make_noise
 

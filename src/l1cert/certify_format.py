@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from l1cert.bounds import BOUNDS
+from l1cert.config import CertifyConfig, TrainConfig
+from l1cert.fields import declared, integer_check, number_check, numbers_check, text_check
 from l1cert.noise import NOISES
 from l1cert.utils import L1CertError, atomic_write_text
 
@@ -180,53 +182,6 @@ def _row_checker(path: Path, header: list[str], num_classes: int | None):
 # --- sidecar -------------------------------------------------------------------------------
 
 
-def _integer(low: int, high: int, none: bool = False):
-    def check(value):
-        if value is None and none:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            return "is not an integer"
-        return None if low <= value <= high else f"is not between {low} and {high}"
-
-    return check
-
-
-def _number(low: float, high: float, open_ends: bool = False, none: bool = False):
-    def check(value):
-        if value is None and none:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return "is not a number"
-        inside = low < value < high if open_ends else low <= value <= high
-        if not (math.isfinite(value) and inside):
-            ends = "()" if open_ends else "[]"
-            return f"is not in {ends[0]}{low:g}, {high:g}{ends[1]}"
-        return None
-
-    return check
-
-
-def _text(value):
-    return None if isinstance(value, str) else "is not a string"
-
-
-def _numbers(kind, increasing: bool = True):
-    """None, or a list of `kind` numbers (finite, non-negative, increasing): looks, radii."""
-
-    def check(value):
-        if value is None:
-            return None
-        ok = isinstance(value, list) and all(
-            isinstance(v, kind) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-            for v in value
-        )
-        if not ok or (increasing and value != sorted(set(value))):
-            return f"is not a list of increasing non-negative {kind.__name__}s"
-        return None
-
-    return check
-
-
 def _shape(value):
     ok = (
         isinstance(value, list) and 0 < len(value) <= 8
@@ -254,45 +209,46 @@ def _code(value):
 SIDECAR_CHECKS = {
     "result": {
         "code": _code,
-        "dataset": _text,
-        "training": _text,
-        "model_name": _text,
-        "noise": _text,
-        "split": _text,
-        "sampling": _text,
-        "device": _text,
-        "model_sha256": _text,
-        "sigma": _number(0, 1e6, open_ends=True),
-        "scale": _number(0, 1e6, open_ends=True),
-        "alpha": _number(0, 1, open_ends=True, none=True),  # None: exact, no failure probability
-        "num_classes": _integer(1, 10**5),
+        "dataset": text_check,
+        "training": text_check,
+        "model_name": text_check,
+        "noise": text_check,
+        "split": declared(CertifyConfig, "split"),
+        "sampling": text_check,
+        "device": text_check,
+        "model_sha256": text_check,
+        "sigma": declared(TrainConfig, "sigma"),
+        "scale": number_check(0, 1e6, open_ends=True),
+        "alpha": declared(CertifyConfig, "alpha", none=True),  # None: exact, no failure probability
+        "num_classes": integer_check(1, 10**5),
         "input_shape": _shape,
-        "dataset_size": _integer(1, 10**8),
-        "skip": _integer(1, 10**8),
-        "max": _integer(-1, 10**8),
-        "n0": _integer(1, 10**12, none=True),  # None: exact, no selection draws
-        "n": _integer(1, 10**12),
-        "seed": _integer(0, 2**63 - 1, none=True),
-        "grid": _integer(1, 10**6),
-        "copies": _integer(2, 10**9),
-        "template_sha256": _text,
-        "train_seconds": _number(0, 1e12, none=True),
-        "looks": _numbers(int),
-        "radii": _numbers(float),
+        "dataset_size": integer_check(1, 10**8),
+        "skip": declared(CertifyConfig, "skip"),
+        "max": declared(CertifyConfig, "max"),
+        "n0": declared(CertifyConfig, "n0", none=True),  # None: exact, no selection draws
+        "n": declared(CertifyConfig, "n"),
+        "seed": declared(CertifyConfig, "seed", none=True),
+        "grid": integer_check(1, 10**6),
+        "copies": integer_check(2, 10**9),
+        "template_sha256": text_check,
+        "train_seconds": number_check(0, 1e12, none=True),
+        "looks": numbers_check(int),
+        "radii": numbers_check(float),
     },
     "part": {
-        "shards": _integer(1, 10**6),
-        "shard": _integer(1, 10**6, none=True),  # None once merged
-        "points": _integer(0, 10**8),
-        "total_points": _integer(0, 10**8),
+        "shards": integer_check(1, 10**6),
+        "shard": integer_check(1, 10**6, none=True),  # None once merged
+        "points": integer_check(0, 10**8),
+        "total_points": integer_check(0, 10**8),
     },
     "run": {
-        "batch": _integer(1, 10**12, none=True),  # None once merged from shards of other batches
+        # None once merged from shards of other batches
+        "batch": declared(CertifyConfig, "batch", none=True),
     },
     "": {
-        "tsv_sha256": _text,
-        "rows": _integer(0, 10**8),
-        "certify_seconds": _number(0, 1e12, none=True),
+        "tsv_sha256": text_check,
+        "rows": integer_check(0, 10**8),
+        "certify_seconds": number_check(0, 1e12, none=True),
     },
 }
 SECTIONS = ("result", "part", "run")

@@ -138,9 +138,9 @@ def _read_params(path: str) -> dict:
 @click.option("--bound", "bounds", multiple=True, help="Only this bound (repeatable).")
 def radius(noise, sigma, pa, pb, bounds):
     """Print the certified l1 radius of every bound that applies to the noise."""
-    from l1cert.bounds import radii
+    from l1cert.bounds import radius_per_bound
 
-    for bound, value in radii(noise, sigma, pa, pb, bounds).items():
+    for bound, value in radius_per_bound(noise, sigma, pa, pb, bounds).items():
         click.echo(f"{bound}\t{value:.6g}")
 
 

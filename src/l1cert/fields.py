@@ -269,3 +269,82 @@ def config_defaults(cls) -> dict:
 
 def field_of(cls, name: str) -> dataclasses.Field:
     return next(f for f in dataclasses.fields(cls) if f.name == name)
+
+
+# --- checks of values read back from files (a certify sidecar's keys) -----------------------
+# Each returns None where the value passes, else what is wrong with it ("is not an integer"),
+# for the reader to name the file and key. A key that is a setting takes its type and range
+# from the setting's field (`declared`): one declaration for the option and the file.
+
+
+def integer_check(low: int, high: int, none: bool = False):
+    def check(value):
+        if value is None and none:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "is not an integer"
+        return None if low <= value <= high else f"is not between {low} and {high}"
+
+    return check
+
+
+def number_check(
+    low: float,
+    high: float,
+    open_ends: bool = False,
+    none: bool = False,
+    low_open: bool | None = None,
+    high_open: bool | None = None,
+):
+    """`open_ends`: both ends open; `low_open`, `high_open`: each on its own."""
+    low_open = open_ends if low_open is None else low_open
+    high_open = open_ends if high_open is None else high_open
+
+    def check(value):
+        if value is None and none:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "is not a number"
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        if not (math.isfinite(value) and above and below):
+            return (
+                f"is not in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            )
+        return None
+
+    return check
+
+
+def text_check(value):
+    return None if isinstance(value, str) else "is not a string"
+
+
+def numbers_check(kind, increasing: bool = True):
+    """None, or a list of `kind` numbers (finite, non-negative, increasing): looks, radii."""
+
+    def check(value):
+        if value is None:
+            return None
+        ok = isinstance(value, list) and all(
+            isinstance(v, kind) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+            for v in value
+        )
+        if not ok or (increasing and value != sorted(set(value))):
+            return f"is not a list of increasing non-negative {kind.__name__}s"
+        return None
+
+    return check
+
+
+def declared(cls, name: str, none: bool = False):
+    """The reader's check of setting `name` of `cls`: the type and range its field declares
+    (`none`: also null, where a mode does not take it)."""
+    f = field_of(cls, name)
+    meta = f.metadata
+    if f.type == "str":
+        return text_check
+    if f.type == "int":
+        return integer_check(meta["low"], meta["high"], none)
+    return number_check(meta["low"], meta["high"], none=none, low_open=meta["low_open"],
+                        high_open=meta["high_open"])  # fmt: skip
