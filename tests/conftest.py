@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -200,3 +203,46 @@ def write_grid(folder: Path, noises, trainings, sigmas, dataset: str = "digits")
                 files.append(write_certify_file(path, noise, sigma, mine, training=training,
                                                 dataset=dataset))  # fmt: skip
     return files
+
+
+# --- processes that race or are killed ------------------------------------------------------
+RENAMES = "rename,renameat,renameat2"  # os.replace is rename(2) here; the others for safety
+# Rounds of two writers racing for one output; L1CERT_TEST_ROUNDS raises them for a soak.
+RACE_ROUNDS = int(os.environ.get("L1CERT_TEST_ROUNDS", "6"))
+
+
+def race(argvs: dict[str, list], env=None, timeout: float = 300) -> dict[str, tuple[int, str]]:
+    """Start a real `l1cert` for each {name: argv} at once; {name: (exit code, stderr)}."""
+    procs = {
+        name: subprocess.Popen([sys.executable, "-m", "l1cert.cli", *map(str, argv)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for name, argv in argvs.items()
+    }  # fmt: skip
+    return {name: (p.wait(timeout=timeout), p.stderr.read()) for name, p in procs.items()}
+
+
+def kill_points(renames: int, must: set[int]) -> list[int]:
+    """The renames to SIGKILL a writer at: every one with L1CERT_TEST_EVERY_RENAME=1 (minutes
+    per writer); else the first, the last, the ones in `must` (around a commit point) and one
+    in the middle of each stretch between them."""
+    if os.environ.get("L1CERT_TEST_EVERY_RENAME") == "1":
+        return list(range(1, renames + 1))
+    picked = sorted({1, renames, *(k for k in must if 1 <= k <= renames)})
+    middles = {(a + b) // 2 for a, b in zip(picked, picked[1:], strict=False) if b - a > 1}
+    return sorted(set(picked) | middles)
+
+
+def cut_short(reference: Path, out: Path, rows: int) -> Path:
+    """`out`'s partial file as a certify run of `reference`'s settings killed after `rows`
+    rows would leave it (its rows, its sidecar unsealed); returns the partial TSV."""
+    from l1cert.resume import partial_path
+    from l1cert.utils import json_text
+
+    side = fmt.read_sidecar(reference)
+    partial = partial_path(out)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    lines = reference.read_text().splitlines(keepends=True)
+    partial.write_text("".join(lines[: rows + 1]))
+    unsealed = {k: v for k, v in side.items() if k not in ("rows", "tsv_sha256", "certify_seconds")}
+    partial.with_suffix(".json").write_text(json_text(unsealed))
+    return partial

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import read_table, without_time
+from conftest import cut_short, read_table, without_time
 from test_certify_cli import FAST, checkpoint  # noqa: F401  (the fixture)
 
 from l1cert import bounds, noise, sampling, sequential
@@ -27,10 +27,9 @@ from l1cert.certify import certify_to_tsv
 from l1cert.config import ReportConfig
 from l1cert.merge import merge_shards
 from l1cert.report import build_report
-from l1cert.resume import partial_path
 from l1cert.runs import read_run
 from l1cert.splitting import ExactCertificate
-from l1cert.utils import L1CertError, json_text
+from l1cert.utils import L1CertError
 
 torch.set_num_threads(1)
 SRC = Path(__file__).resolve().parents[1] / "src" / "l1cert"
@@ -55,23 +54,12 @@ def test_no_module_but_sampling_compares_mode_names():
     assert not found, found
 
 
-def _cut_short(reference: Path, out: Path, rows: int) -> None:
-    """`out` as a certify run killed after `rows` rows would leave it."""
-    side = fmt.read_sidecar(reference)
-    partial = partial_path(out)
-    partial.parent.mkdir(exist_ok=True)
-    lines = reference.read_text().splitlines(keepends=True)
-    partial.write_text("".join(lines[: rows + 1]))
-    unsealed = {k: v for k, v in side.items() if k not in ("rows", "tsv_sha256")}
-    partial.with_suffix(".json").write_text(json_text(unsealed))
-
-
 def _through_every_stage(model: Path, tmp_path: Path, **options) -> tuple[Path, list]:
     """Certify whole, resume a run cut short, certify two shards and merge them, then report:
     the resumed and merged rows must be the whole run's; returns the merged file and the
     report's outputs."""
     whole = certify_to_tsv(model, tmp_path / "whole.tsv", **options)
-    _cut_short(whole, tmp_path / "resumed.tsv", rows=7)
+    cut_short(whole, tmp_path / "resumed.tsv", rows=7)
     resumed = certify_to_tsv(model, tmp_path / "resumed.tsv", **options)
     assert without_time(read_table(resumed)) == without_time(read_table(whole))
     shards = [

@@ -10,13 +10,12 @@ that differ in it — each naming it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import read_table, without_time
+from conftest import cut_short, read_table, without_time
 from test_certify_cli import FAST, checkpoint  # noqa: F401  (the fixture)
 
 import l1cert.certify
@@ -26,7 +25,6 @@ from l1cert.certify import certify_to_tsv
 from l1cert.cli import main
 from l1cert.config import CertifyConfig
 from l1cert.fields import cli_fields, click_options, option
-from l1cert.resume import partial_path
 from l1cert.utils import L1CertError
 
 torch.set_num_threads(1)
@@ -69,21 +67,13 @@ def test_resume_refuses_a_partial_file_of_another_value(checkpoint, tmp_path, te
     side = fmt.read_sidecar(reference)
     assert side["result"]["temperature"] == 1  # in the result: resume and merge compare it
 
-    def cut_short(out):  # a run with temperature 1 killed after 4 rows
-        partial = partial_path(out)
-        partial.parent.mkdir(exist_ok=True)
-        partial.write_text("".join(reference.read_text().splitlines(keepends=True)[:5]))
-        unsealed = {k: v for k, v in side.items() if k not in ("rows", "tsv_sha256")}
-        partial.with_suffix(".json").write_text(json.dumps(unsealed))
-        return partial
-
-    partial = cut_short(tmp_path / "refused.tsv")
+    partial = cut_short(reference, tmp_path / "refused.tsv", rows=4)  # temperature 1
     before = partial.read_bytes()
     with pytest.raises(L1CertError, match=r"other settings \(temperature: 1 there, 2 now\)"):
         certify_to_tsv(checkpoint, tmp_path / "refused.tsv", temperature=2, **FAST)
     assert partial.read_bytes() == before and not (tmp_path / "refused.tsv").exists()
 
-    cut_short(tmp_path / "resumed.tsv")  # the same value resumes
+    cut_short(reference, tmp_path / "resumed.tsv", rows=4)  # the same value resumes
     resumed = certify_to_tsv(checkpoint, tmp_path / "resumed.tsv", temperature=1, **FAST)
     assert without_time(read_table(resumed)) == without_time(read_table(reference))
 

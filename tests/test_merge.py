@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import read_table, without_time
+from conftest import RACE_ROUNDS, RENAMES, kill_points, race, read_table, without_time
 from test_certify_cli import FAST, checkpoint  # noqa: F401  (the fixture)
 
 from l1cert import certify_format as fmt
@@ -20,8 +20,6 @@ from l1cert.certify import certify_to_tsv
 from l1cert.cli import main
 from l1cert.merge import _vetter
 from l1cert.resume import journal, partial_path
-
-RENAMES = "rename,renameat,renameat2"
 
 
 def run_cli(*args):
@@ -105,26 +103,10 @@ def test_a_merge_killed_at_every_rename_is_old_or_new(tmp_path, shard_sets, refe
 @pytest.mark.slow
 def test_two_merges_into_one_output_never_leave_a_mixed_pair(tmp_path, shard_sets, references):
     out = tmp_path / "merged.tsv"
-    for round in range(20):
+    for round in range(RACE_ROUNDS):
         order = ["old", "new"] if round % 2 else ["new", "old"]
-        procs = {
-            name: subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "l1cert.cli",
-                    "merge",
-                    *map(str, shard_sets[name]),
-                    "--out",
-                    str(out),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )  # fmt: skip
-            for name in order
-        }
-        done = {name: (p.wait(timeout=120), p.stderr.read()) for name, p in procs.items()}
+        done = race({name: ["merge", *shard_sets[name], "--out", out] for name in order},
+                    timeout=120)  # fmt: skip
         winners = [name for name, (code, _) in done.items() if code == 0]
         for code, err in done.values():
             assert code in (0, 2), err
@@ -242,7 +224,7 @@ def test_a_certify_killed_at_every_rename_keeps_every_row(tmp_path, checkpoint):
     assert len(renames) >= 5 and any("journal" in line for line in renames)
     # from the rows sorted into place on: every row was made before the kill
     published = max(i for i, line in enumerate(renames, 1) if 'partial/reference.tsv"' in line)
-    for k in range(1, len(renames) + 1):
+    for k in kill_points(len(renames), {published - 1, published, published + 1}):
         out = tmp_path / f"k{k}" / "run.tsv"
         kill = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", f"trace={RENAMES}",
                 "-e", f"inject={RENAMES}:signal=KILL:when={k}"]  # fmt: skip
