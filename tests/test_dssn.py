@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import read_table, without_time
+from conftest import read_table, run_cli, without_time
 from test_smoothing import HalfSpace
 
 from l1cert import data, models, splitting
@@ -49,11 +49,6 @@ def dssn_model(tmp_path_factory):
     with torch.random.fork_rng():
         train(_config(), out, DIGITS, device="cpu")
     return out / "model.pt"
-
-
-def run_cli(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    return result.exit_code, result.stderr.strip()
 
 
 # --- SSN: Monte Carlo like the other noises ------------------------------------------------

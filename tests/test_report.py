@@ -665,75 +665,6 @@ def test_a_merged_file_missing_points_is_refused_unless_partial(tmp_path, hand_m
     assert (run.points, run.total_points, run.partial) == (4, 6, True)
 
 
-# --- re-derivation -------------------------------------------------------------------------
-
-
-def test_a_sidecar_without_its_code_digest_is_refused(tmp_path, hand_made):
-    target = _copy(hand_made, tmp_path / "digits" / "laplace-type1-s0.5.tsv")
-    side = fmt.read_sidecar(target)
-    del side["result"]["code"]
-    fmt.write_sidecar(target, side)
-    code, stderr = _report(target, "--out-dir", tmp_path / "o")
-    assert code == 2
-    assert _one_error(stderr) == (
-        f"l1cert: error: {fmt.sidecar_path(target)} records no code digest: its rows cannot be "
-        "re-derived by this code; certify afresh"
-    )
-
-
-def test_radii_that_are_not_their_counts_are_refused_however_sealed(tmp_path, hand_made):
-    target = _copy(hand_made, tmp_path / "digits" / "laplace-type1-s0.5.tsv")
-    columns = ["radius", *(f"radius_{b}" for b in EXPECTED)]
-    table = fmt.read_rows(target)
-    tripled = {
-        (idx, column): f"{3 * float(fields[table.header.index(column)]):.10g}"
-        for idx, fields in table.rows.items() for column in columns
-    }  # fmt: skip
-    _edit_cells(target, tripled)
-    code, stderr = _report(target, "--out-dir", tmp_path / "o")
-    assert code == 2
-    teng = tripled[0, "radius_teng"]
-    assert float(teng) == pytest.approx(3 * HAND[0]["teng"])
-    assert _one_error(stderr).startswith(
-        f"l1cert: error: {target}: idx 0: radius_teng '{teng}' is not what its counts and "
-        f"settings give (expected {HAND[0]['teng']:.10g})"
-    )
-
-
-@pytest.fixture
-def dssn_file(tmp_path) -> Path:
-    """A DSSN-style file (exact: L = 13 copies of digits at sigma 0.25), consistent rows."""
-    rows = [
-        {"idx": 0, "label": 1, "count": 10, "count_b": 2, "top_class": 1, "runner_up": 0},
-        {"idx": 1, "label": 2, "count": 7, "count_b": 5, "top_class": 2, "runner_up": 3},
-        {"idx": 2, "label": 4, "count": 5, "count_b": 4, "top_class": 3, "runner_up": 4},
-    ]
-    path = write_certify_file(tmp_path / "digits" / "dssn-type1-s0.25.tsv", "dssn", 0.25, rows)
-    run = read_run(path)  # as written: accepted, its radii DSSN's by hand
-    assert fmt.read_sidecar(path)["result"]["copies"] == 13
-    assert run.bound_radii["dssn"].tolist() == [3 / 16, 1 / 16, 0 / 16]
-    assert run.correct.tolist() == [True, True, False] and run.sampling == "exact"
-    return path
-
-
-@pytest.mark.parametrize(
-    "cell, text, why",
-    [
-        ((0, "runner_up"), "99", "is not a class other than top_class"),
-        ((0, "runner_up"), "-5", "is not a class other than top_class"),
-        ((0, "runner_up"), "1", "is not a class other than top_class"),  # its top_class
-        ((2, "count_b"), "6", "exceeds count (the prediction is the argmax)"),
-        ((0, "count_b"), "4", "exceeds n - count"),  # 10 + 4 votes of 13 copies
-    ],
-)
-def test_a_dssn_row_that_is_not_its_votes_is_refused(dssn_file, cell, text, why):
-    _edit_cells(dssn_file, {cell: text})
-    with pytest.raises(L1CertError) as err:
-        read_run(dssn_file)
-    idx, column = cell
-    assert str(err.value).startswith(f"{dssn_file}: idx {idx}: {column} '{text}' {why}")
-
-
 # --- bad input ----------------------------------------------------------------------------
 
 
@@ -851,3 +782,72 @@ def test_a_fixed_and_a_sequential_run_of_one_model_are_not_mixed(tmp_path):
     assert read_run(sequential).sampling == "sequential"
     with pytest.raises(L1CertError, match="a sequential and a fixed run .* report them separately"):
         read_runs([fixed, sequential])
+
+
+# --- re-derivation (the report's side; resume's and merge's: test_rederive.py) ----------------
+
+
+def test_a_sidecar_without_its_code_digest_is_refused(tmp_path, hand_made):
+    target = _copy(hand_made, tmp_path / "digits" / "laplace-type1-s0.5.tsv")
+    side = fmt.read_sidecar(target)
+    del side["result"]["code"]
+    fmt.write_sidecar(target, side)
+    code, stderr = _report(target, "--out-dir", tmp_path / "o")
+    assert code == 2
+    assert _one_error(stderr) == (
+        f"l1cert: error: {fmt.sidecar_path(target)} records no code digest: its rows cannot be "
+        "re-derived by this code; certify afresh"
+    )
+
+
+def test_radii_that_are_not_their_counts_are_refused_however_sealed(tmp_path, hand_made):
+    target = _copy(hand_made, tmp_path / "digits" / "laplace-type1-s0.5.tsv")
+    columns = ["radius", *(f"radius_{b}" for b in EXPECTED)]
+    table = fmt.read_rows(target)
+    tripled = {
+        (idx, column): f"{3 * float(fields[table.header.index(column)]):.10g}"
+        for idx, fields in table.rows.items() for column in columns
+    }  # fmt: skip
+    _edit_cells(target, tripled)
+    code, stderr = _report(target, "--out-dir", tmp_path / "o")
+    assert code == 2
+    teng = tripled[0, "radius_teng"]
+    assert float(teng) == pytest.approx(3 * HAND[0]["teng"])
+    assert _one_error(stderr).startswith(
+        f"l1cert: error: {target}: idx 0: radius_teng '{teng}' is not what its counts and "
+        f"settings give (expected {HAND[0]['teng']:.10g})"
+    )
+
+
+@pytest.fixture
+def dssn_file(tmp_path) -> Path:
+    """A DSSN-style file (exact: L = 13 copies of digits at sigma 0.25), consistent rows."""
+    rows = [
+        {"idx": 0, "label": 1, "count": 10, "count_b": 2, "top_class": 1, "runner_up": 0},
+        {"idx": 1, "label": 2, "count": 7, "count_b": 5, "top_class": 2, "runner_up": 3},
+        {"idx": 2, "label": 4, "count": 5, "count_b": 4, "top_class": 3, "runner_up": 4},
+    ]
+    path = write_certify_file(tmp_path / "digits" / "dssn-type1-s0.25.tsv", "dssn", 0.25, rows)
+    run = read_run(path)  # as written: accepted, its radii DSSN's by hand
+    assert fmt.read_sidecar(path)["result"]["copies"] == 13
+    assert run.bound_radii["dssn"].tolist() == [3 / 16, 1 / 16, 0 / 16]
+    assert run.correct.tolist() == [True, True, False] and run.sampling == "exact"
+    return path
+
+
+@pytest.mark.parametrize(
+    "cell, text, why",
+    [
+        ((0, "runner_up"), "99", "is not a class other than top_class"),
+        ((0, "runner_up"), "-5", "is not a class other than top_class"),
+        ((0, "runner_up"), "1", "is not a class other than top_class"),  # its top_class
+        ((2, "count_b"), "6", "exceeds count (the prediction is the argmax)"),
+        ((0, "count_b"), "4", "exceeds n - count"),  # 10 + 4 votes of 13 copies
+    ],
+)
+def test_a_dssn_row_that_is_not_its_votes_is_refused(dssn_file, cell, text, why):
+    _edit_cells(dssn_file, {cell: text})
+    with pytest.raises(L1CertError) as err:
+        read_run(dssn_file)
+    idx, column = cell
+    assert str(err.value).startswith(f"{dssn_file}: idx {idx}: {column} '{text}' {why}")

@@ -30,7 +30,6 @@ from l1cert.data import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 from l1cert.models import BasicBlock, build_model, check_arch, load_checkpoint, save_model
 from l1cert.names import TRAININGS, check_choice
 from l1cert.noise import NOISES, make_noise, noise_class
-from l1cert.sampling import exact_only
 from l1cert.utils import L1CertError, same_file
 
 FORMATS = ("cohen", "smoothadv", "torchvision")
@@ -66,8 +65,8 @@ def import_checkpoint(
     if dataset not in DATASETS:
         raise L1CertError(f"cannot import for dataset {dataset!r} (use {' or '.join(DATASETS)})")
     check_choice("training", training, TRAININGS)
-    if exact_only(noise_class(noise)):
-        sampled = ", ".join(n for n, cls in NOISES.items() if not exact_only(cls))
+    if noise_class(noise).exact:
+        sampled = ", ".join(n for n, cls in NOISES.items() if not cls.exact)
         raise L1CertError(
             f"--noise {noise} is certified with the template a model is trained with, which a "
             f"released checkpoint has not: import it with a sampled noise ({sampled})"

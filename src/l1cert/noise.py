@@ -85,15 +85,12 @@ class Noise:
         """What a certify sidecar records about this noise beyond its name, σ and scale."""
         return {}
 
-    # Exact certification (a noise whose sampling modes all count exactly): every point has the
-    # same `copies` noisy copies, enumerated rather than drawn; `Smooth.certify_exact` counts the
-    # base classifier's votes over all of them and `exact_certificate` turns the counts into
-    # radii (its bound's `radius` re-derives them from a row).
-    @property
-    def exact(self) -> bool:
-        from l1cert.sampling import exact_only
-
-        return exact_only(type(self))
+    # Exact certification (a noise whose sampling modes all count exactly, as a test checks):
+    # every point has the same `copies` noisy copies, enumerated rather than drawn;
+    # `Smooth.certify_exact` counts the base classifier's votes over all of them and
+    # `exact_certificate` turns the counts into radii (its bound's `radius` re-derives them from
+    # a row). A released checkpoint, trained without the noise's state, cannot be certified so.
+    exact: ClassVar[bool] = False
 
     @property
     def copies(self) -> int:
@@ -231,6 +228,7 @@ class DSSN(Split):
     name = "dssn"
     bounds = ("dssn",)
     samplings = ("exact",)
+    exact = True
     state_keys = ("template",)
     buffers = 5  # the batch, its int64 template steps and float64 offsets
 

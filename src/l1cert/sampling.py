@@ -158,13 +158,6 @@ def sampling_mode(name: str | None, noise) -> SamplingMode:
     return MODES[name]
 
 
-def exact_only(noise_cls) -> bool:
-    """Whether every mode the noise takes counts exactly (none samples): its points are
-    certified from its own copies alone (a released checkpoint, trained without its template,
-    cannot be)."""
-    return not any(MODES[m].estimates for m in noise_cls.samplings)
-
-
 def takes_radii() -> list[str]:
     """The modes that certify against the report's radii (and need them)."""
     return [name for name, mode in MODES.items() if "radii" in mode.takes]

@@ -24,7 +24,7 @@ def params_schema(base: str | Path) -> dict:
 
     from l1cert.names import DATASETS, TRAININGS
     from l1cert.noise import NOISES
-    from l1cert.sampling import exact_only, takes_radii
+    from l1cert.sampling import takes_radii
     from l1cert.sequential import FIRST_LOOK
 
     schema = yaml.safe_load(Path(base).read_text())
@@ -33,7 +33,7 @@ def params_schema(base: str | Path) -> dict:
     top["dataset"]["enum"] = list(DATASETS)
     sweep["noises"]["items"]["enum"] = list(NOISES)
     # an imported checkpoint is certified by Monte Carlo (an exact noise needs its template)
-    model["noise"]["enum"] = [n for n, cls in NOISES.items() if not exact_only(cls)]
+    model["noise"]["enum"] = [n for n, cls in NOISES.items() if not cls.exact]
     sweep["trainings"]["items"]["enum"] = model["training"]["enum"] = list(TRAININGS)
     sigma = field_schema(field_of(TrainConfig, "sigma"))
     sweep["sigmas"]["items"] = {**sigma, "description": sweep["sigmas"]["description"]}
