@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +18,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 
 from l1cert import certify_format as fmt
-from l1cert import data, models, sequential, splitting
+from l1cert import data, dvc_stages, models, sequential, splitting
 from l1cert.bounds import BOUNDS
 from l1cert.certify import row_values
 from l1cert.cli import main
@@ -341,3 +343,115 @@ def kill_at(monkeypatch, k: int) -> list[int]:
 
     monkeypatch.setattr(os, "replace", replace)
     return calls
+
+
+# --- a copy of the project, and the engines run in it -----------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# What a clone of the project holds that the pipeline needs (src/ for DVC's code deps).
+PROJECT_FILES = [
+    "Snakefile",
+    "dvc.yaml",
+    "params.yaml",
+    "pyproject.toml",
+    ".gitignore",
+    ".dvcignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    "config",
+    "workflow",
+    "src",
+]
+
+
+ENV = {
+    **os.environ,
+    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    "DVC_NO_ANALYTICS": "1",
+    "GIT_AUTHOR_NAME": "l1cert tests",
+    "GIT_AUTHOR_EMAIL": "tests@l1cert.invalid",
+    "GIT_COMMITTER_NAME": "l1cert tests",
+    "GIT_COMMITTER_EMAIL": "tests@l1cert.invalid",
+}
+
+
+PROFILE = ["--profile", "workflow/profiles/default", "--cores", "2"]
+
+
+def run(args, cwd, check=True, env=None, timeout=600):
+    result = subprocess.run(
+        args, cwd=cwd, env=env or ENV, capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{args} failed ({result.returncode}):\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def params():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def make_project(path: Path, config: dict | None = None) -> Path:
+    """A git repository holding the project's files, with `config` as its params.yaml."""
+    path.mkdir(parents=True)
+    for name in PROJECT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(
+                source, path / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+            )
+        else:
+            (path / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, path / name)
+    if config is not None:  # and its dvc.yaml, as `l1cert dvc-yaml` writes it
+        (path / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        (path / "dvc.yaml").write_text(dvc_stages.dvc_yaml(config))
+    run(["git", "init", "-q", "-b", "main"], path)
+    run(["git", "add", "-A"], path)
+    run(["git", "commit", "-qm", "project"], path)
+    return path
+
+
+def snakemake_outputs(project: Path, *args: str) -> set[str]:
+    """Every output file of the DAG, from `snakemake --summary` (no job runs)."""
+    out = run(["snakemake", "--summary", *args], project).stdout
+    rows = list(csv.reader(out.splitlines(), delimiter="\t"))
+    assert rows[0][0] == "output_file"
+    return {row[0] for row in rows[1:]}
+
+
+def dvc_outputs(project: Path) -> set[str]:
+    """Every output of every stage, as DVC itself renders dvc.yaml over params.yaml."""
+    from dvc.repo import Repo
+
+    with Repo(str(project)) as repo:
+        return {
+            os.path.relpath(out.fs_path, project)
+            for stage in repo.index.stages
+            for out in stage.outs
+        }
+
+
+# A released checkpoint certified beside the sweep.
+IMPORTED = {
+    "name": "cohen-laplace-s0.25",
+    "path": "checkpoints/resnet20.pth.tar",
+    "format": "cohen",
+    "noise": "laplace",
+    "sigma": 0.25,
+    "training": "type1",
+}
+
+
+def reduced_params() -> dict:
+    config = params()
+    config["sweep"] = {"noises": ["laplace"], "trainings": ["type2"], "sigmas": [0.5]}
+    config["train"].update(epochs=2, lr_step=1)
+    config["train"]["type2"]["warmup_epochs"] = 1
+    config["certify"].update(n=200, skip=3, shards=[1, 2])
+    config["report"]["radii"] = "0,0.25,0.5"
+    return config

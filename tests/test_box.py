@@ -415,7 +415,10 @@ def test_resume_recomputes_the_box_radius_and_the_report_brackets_it(uniform_run
     assert report.exit_code == 0, report.output
     assert "uniform_box within bounds only: it needs the test points" in report.stderr
     caption = (folder / "r1" / "captions" / "certified-accuracy.rst").read_text()
-    assert "uniform_box: radii checked to lie within what their counts allow" in caption
+    assert (
+        "Uniform, box (Voráček & Hein): radii checked to lie within what their counts allow"
+        in caption
+    )
 
     far = _tampered(folder, tsv, 1000.0, folder / "far" / "run.tsv")
     report = CliRunner().invoke(main, ["report", str(far), "--out-dir", str(folder / "r2")])

@@ -17,8 +17,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from conftest import FAST, cut_short, read_table, run_cli, without_time
-from test_workflow import params
+from conftest import FAST, cut_short, params, read_table, run_cli, without_time
 
 import l1cert.certify
 import l1cert.cli

@@ -22,8 +22,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from conftest import FAST, cut_short, read_table, without_time
-from test_workflow import ROOT, make_project, params, run
+from conftest import FAST, ROOT, cut_short, make_project, params, read_table, run, without_time
 
 from l1cert import (
     bounds,

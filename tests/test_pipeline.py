@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_workflow import ENV, PROFILE, ROOT, make_project, params, read_table, run
+from conftest import ENV, PROFILE, ROOT, make_project, params, read_table, run
 
 from l1cert import dvc_stages, pipeline
 from l1cert.fields import from_options

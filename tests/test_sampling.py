@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import FAST, assert_one_line_error, read_table, run_cli, without_time
-from test_workflow import ROOT
+from conftest import FAST, ROOT, assert_one_line_error, read_table, run_cli, without_time
 
 from l1cert import sampling, schema
 from l1cert.certify import certify_to_tsv

@@ -170,9 +170,12 @@ def settings_text(runs: Sequence[CertifiedRun]) -> str:
         )
     bracketed = sorted({b for r in runs for b in r.bracketed})
     if bracketed:
+        from l1cert.labels import bound_label
+
         parts.append(
-            f"{', '.join(bracketed)}: radii checked to lie within what their counts allow in the "
-            "box, not recomputed (that needs the test points; certify recomputes them on resume)"
+            f"{'; '.join(map(bound_label, bracketed))}: radii checked to lie within what their "
+            "counts allow in the box, not recomputed (that needs the test points; certify "
+            "recomputes them on resume)"
         )
     partial = [r for r in runs if r.partial]
     if partial:
