@@ -31,9 +31,11 @@ localrules:
     import_model,
     merge,
     report,
+    job_costs,
 
 
 rule all:
     default_target: True
     input:
         rules.report.output,
+        rules.job_costs.output,

@@ -4,6 +4,7 @@ dvc pull, snakemake --touch), with a released checkpoint imported, and as DVC ex
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 
@@ -19,7 +20,8 @@ from conftest import (
     without_time,
 )
 
-from l1cert.layout import all_bounds
+from l1cert import certify_format as fmt
+from l1cert.layout import JOB_COSTS, all_bounds
 
 MODEL = "laplace-type2-s0.5"
 
@@ -61,6 +63,18 @@ def test_local_run_makes_real_results(local_run):
     assert len(log) == 1 + 2  # header and one row per epoch
     assert not (project / f"results/models/digits/{MODEL}/checkpoint-last.pt").exists()
     assert (project / "results/figures/digits-certified-accuracy.png").stat().st_size > 1000
+
+    # Snakemake's record of every train and certify job, summarized for its HTML report
+    with open(project / JOB_COSTS) as f:
+        jobs = list(csv.DictReader(f))
+    assert [(j["stage"], j["job"]) for j in jobs] == [
+        ("certify", f"{MODEL}/shard-1-of-2"), ("certify", f"{MODEL}/shard-2-of-2"),
+        ("train", MODEL),
+    ]  # fmt: skip
+    for job in jobs:
+        assert float(job["seconds"]) > 0 and float(job["max_rss_mb"]) > 10, job
+    certify_seconds = fmt.read_sidecar(project / MERGED)["certify_seconds"]
+    assert certify_seconds < sum(float(j["seconds"]) for j in jobs if j["stage"] == "certify")
 
     done = run(["snakemake", "-n", *PROFILE], project)
     assert "Nothing to be done" in done.stdout + done.stderr

@@ -274,7 +274,9 @@ def test_snakemake_and_dvc_declare_the_same_outputs(tmp_path, changes):
     (project / IMPORTED["path"]).parent.mkdir()
     (project / IMPORTED["path"]).touch()  # an input of the import rule, which --summary wants
     ours, theirs = snakemake_outputs(project), dvc_outputs(project)
-    assert ours == theirs
+    # Snakemake's own record of its jobs (benchmark files, their summary) is its alone
+    assert {p for p in ours if p.startswith("logs/benchmarks/")}
+    assert {p for p in ours if not p.startswith("logs/")} == theirs
     model_dirs = {p.split("/")[3] for p in ours if p.startswith("results/models/")}
     assert model_dirs == set(_models(config))
     merged = {p for p in ours if p.startswith("results/certify/") and p.count("/") == 3}

@@ -26,8 +26,10 @@ class _Group(click.Group):
     """Turns library, file-system and usage errors into one line on stderr and exit code 2."""
 
     def main(self, args=None, *rest, **kwargs):
+        args = sys.argv[1:] if args is None else list(args)
         try:
-            _finish_publishing(sys.argv[1:] if args is None else list(args))
+            _keep_log(args)
+            _finish_publishing(args)
             return super().main(args, *rest, standalone_mode=False, **kwargs)
         except L1CertError as err:
             _fail(str(err))
@@ -51,6 +53,24 @@ class _Group(click.Group):
             _fail(_os_error(err))
 
 
+def _keep_log(args: list[str]) -> None:
+    """`l1cert --log FILE <command>`: everything the command writes to stderr is kept in FILE
+    too (what a DVC stage does to keep a log per job, as Snakemake's jobs do), from before the
+    command line is parsed, so that a usage error is in it as well."""
+    import atexit
+    from pathlib import Path
+
+    from l1cert.utils import LoggedStream
+
+    if len(args) < 2 or not (args[0] == "--log" or args[0].startswith("--log=")):
+        return
+    path = Path(args[0].removeprefix("--log=") if args[0] != "--log" else args[1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stream = LoggedStream(sys.stderr, open(path, "w"))
+    sys.stderr = stream
+    atexit.register(stream.close_log)
+
+
 def _os_error(err: OSError) -> str:
     """A path the system refuses, in one line that says which."""
     where = f"{err.filename}: " if err.filename else ""
@@ -70,6 +90,8 @@ _PUBLISHING = {
 def _finish_publishing(args: list[str]) -> None:
     import importlib
 
+    if args and args[0] == "--log":
+        args = args[2:]
     command = next((a for a in args if not a.startswith("-")), None)
     if command not in _PUBLISHING:
         return
@@ -89,7 +111,13 @@ def _fail(message: str) -> None:
 
 @click.group(cls=_Group)
 @click.version_option(package_name="l1cert")
-def main() -> None:
+@click.option(
+    "--log",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Keep a copy of everything written to stderr in FILE (a job's log).",
+)
+def main(log) -> None:
     """Train randomized-smoothing classifiers and certify their l1 robustness."""
 
 

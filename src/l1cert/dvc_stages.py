@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from l1cert.layout import HEADLINE, MANIFEST, MODEL_DIR, TRAINED, expected_outputs, plot_outputs
+from l1cert.layout import (
+    HEADLINE,
+    LOGS,
+    MANIFEST,
+    MODEL_DIR,
+    TRAINED,
+    expected_outputs,
+    plot_outputs,
+)
 from l1cert.pipeline import (
     PARAMS,
     TRAIN_OUTS,
@@ -80,7 +88,7 @@ def _dvc_stages(src: Source) -> dict:
     stages = {
         "data": {
             "desc": "Fetch or verify the dataset and write its manifest.",
-            "cmd": data_command(src, manifest),
+            "cmd": _logged(data_command(src, manifest), "data", dataset=dataset),
             "deps": code_deps("data"),
             "params": list(decides(config, "data")),
             "outs": [manifest],
@@ -96,8 +104,13 @@ def _dvc_stages(src: Source) -> dict:
                 "training": trainings,
                 "sigma": "${sweep.sigmas}",
             },  # fmt: skip
-            "cmd": train_command(
-                src, "${item.noise}", "${item.sigma}", trainings[0], out, "${item.training}"
+            "cmd": _logged(
+                train_command(
+                    src, "${item.noise}", "${item.sigma}", trainings[0], out, "${item.training}"
+                ),
+                "train",
+                dataset=dataset,
+                model=trained,
             ),
             "deps": [manifest, *code_deps("train")],
             "params": list(decides(config, "train", training=trainings[0])),
@@ -129,7 +142,12 @@ def _dvc_stages(src: Source) -> dict:
             "foreach": "${models}",
             "do": {
                 "desc": "Convert a released checkpoint into an l1cert model.",
-                "cmd": import_command(src, "${item}", dataset, model),
+                "cmd": _logged(
+                    import_command(src, "${item}", dataset, model),
+                    "import",
+                    dataset=dataset,
+                    model=name,
+                ),
                 "deps": ["${item.path}", *code_deps("import")],
                 "outs": [model],
             },
@@ -141,7 +159,7 @@ def _dvc_stages(src: Source) -> dict:
     headline = [f for f in report_files if Path(f).parent == Path("results", HEADLINE)]
     stages["report"] = {
         "desc": "Tables, figures, captions, plot data and metrics from the merged certificates.",
-        "cmd": report_command(src, f"--experiment {PARAMS}", "results", metrics),
+        "cmd": _logged(report_command(src, f"--experiment {PARAMS}", "results", metrics), "report"),
         "deps": [f"results/certify/{dataset}", *code_deps("report")],
         "params": ["dataset", "sweep", "models", *decides(config, "report")],
         "outs": [f for f in report_files if f not in plots and f not in headline],
@@ -160,7 +178,13 @@ def _certify_stage(src: Source, model: str, matrix: dict, noise: str) -> dict:
     return {
         "desc": "Certify one shard of a model's test points.",
         "matrix": {**matrix, "shard": "${certify.shards}"},
-        "cmd": certify_command(src, model_file, noise, f"${{item.shard}}/{shards_k}", out),
+        "cmd": _logged(
+            certify_command(src, model_file, noise, f"${{item.shard}}/{shards_k}", out),
+            "certify",
+            dataset=dataset,
+            model=model,
+            shard=f"${{item.shard}}-of-{shards_k}",
+        ),
         "deps": [MANIFEST.format(dataset=dataset), model_file, *code_deps("certify")],
         "params": list(decides(src.config, "certify", noise=noise)),
         "outs": [out, out.removesuffix(".tsv") + ".json"],
@@ -172,10 +196,18 @@ def _merge_stage(src: Source, model: str) -> dict:
     shards = f"{folder}/shard-*-of-${{certify.shards[-1]}}.tsv"
     return {
         "desc": "Merge a model's certify shards into one file.",
-        "cmd": merge_command(src, shards, f"{folder}.tsv"),
+        "cmd": _logged(
+            merge_command(src, shards, f"{folder}.tsv"), "merge", dataset="${dataset}", model=model
+        ),
         "deps": [folder, *code_deps("merge")],
         "outs": [f"{folder}.tsv", f"{folder}.json"],
     }
+
+
+def _logged(command: str, stage: str, **names) -> str:
+    """`command` keeping its stderr in the stage's log as Snakemake's jobs do (`l1cert --log`:
+    the terminal still shows it)."""
+    return command.replace("l1cert ", f"l1cert --log {LOGS[stage].format(**names)} ", 1)
 
 
 def _plot(path: str):

@@ -1,5 +1,6 @@
-"""The landing page of Snakemake's HTML report: what the results it reports are, read from the
-merged certify files' sidecars, and where the current config would make them otherwise.
+"""What Snakemake's HTML report adds to l1cert's own outputs: its landing page (what the results
+it reports are, read from the merged certify files' sidecars, and where the current config would
+make them otherwise) and the cost of every train and certify job as Snakemake measured it.
 Torch-free.
 """
 
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from l1cert.layout import CERTIFY
+from l1cert.layout import CERTIFY, JOB_RECORD
 
 # The certify settings the page shows, as the sidecars' result names them and the params key
 # that sets each.
@@ -93,3 +94,33 @@ def _text(value) -> str:
 def _stray(root: Path, dataset: str, models) -> list[str]:
     folder = root / Path(CERTIFY.format(dataset=dataset, model="x")).parent
     return sorted(p.name for p in folder.glob("*.tsv") if p.stem not in models)
+
+
+# Snakemake's benchmark columns that the job table keeps, and their names there.
+_RECORDED = {"s": "seconds", "max_rss": "max_rss_mb", "cpu_time": "cpu_seconds"}
+
+
+def job_costs(records, out: str | Path) -> str:
+    """Summarize Snakemake's benchmark files (`layout.JOB_RECORD`, one per train or certify
+    job) into one CSV at `out`: stage, job, seconds, peak resident memory (MB), CPU seconds;
+    return its path. The seconds are wall time as the job ran (jobs side by side share the
+    cores): compare them within one run."""
+    import csv
+    import io
+
+    from l1cert.utils import atomic_write_text
+
+    rows, prefix = [], JOB_RECORD.split("{stage}")[0]
+    for record in sorted(map(Path, records)):
+        with open(record) as f:
+            measured = list(csv.DictReader(f, delimiter="\t"))
+        # named as layout.JOB_RECORD names them: <prefix><stage>/<dataset>/<job>.tsv
+        stage, _, job = str(record.with_suffix("")).split(prefix, 1)[-1].split("/", 2)
+        for values in measured:  # one line per repeat; Snakemake runs each job once
+            rows.append([stage, job, *(values.get(key, "") for key in _RECORDED)])
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["stage", "job", *_RECORDED.values()])
+    writer.writerows(rows)
+    atomic_write_text(out, text.getvalue())
+    return str(out)

@@ -15,6 +15,7 @@ import dataclasses
 import math
 from dataclasses import field
 
+from l1cert.names import check_choice
 from l1cert.utils import L1CertError
 
 _SECTION = "{section}.{name}"  # a field's params key unless it says otherwise
@@ -51,11 +52,11 @@ def check_field(f: dataclasses.Field, value, prefix: str = "", machine: bool = T
     meta, kind, name = f.metadata, f.type, prefix + f.name
     option = "--" + name.replace(" ", "-").replace("_", "-")
     if kind == "str":
-        choices = _choices(f)
-        if not isinstance(value, str) or (choices and value not in choices):
-            shown = f" (choose from {', '.join(choices)})" if choices else ""
-            what = prefix + (meta["what"] or f.name)
-            raise L1CertError(f"unknown {what} {value!r}{shown}")
+        choices, what = _choices(f), prefix + (meta["what"] or f.name)
+        if choices:
+            check_choice(what, value, tuple(choices))
+        elif not isinstance(value, str):
+            raise L1CertError(f"{option} must be text, got {value!r}")
         _check(meta, value, option, machine)
         return value
     if kind == "int" and not (isinstance(value, int) and not isinstance(value, bool)):

@@ -15,6 +15,20 @@ MANIFEST = "results/data/{dataset}.json"
 TRAINED = "{noise}-{training}-s{sigma}"  # a sweep model's name
 MODEL_DIR = "results/models/{dataset}/{model}"  # model.pt, train-log.csv, metrics.json
 CERTIFY = "results/certify/{dataset}/{model}"  # its shards inside, the merged file beside
+# Each job's log (its stderr: progress, what it read and wrote, its error), named alike under
+# both engines: Snakemake's rules redirect into it, DVC's commands pass `l1cert --log`.
+LOGS = {
+    "data": "logs/data/{dataset}.log",
+    "train": "logs/train/{dataset}/{model}.log",
+    "import": "logs/import/{dataset}/{model}.log",
+    "certify": "logs/certify/{dataset}/{model}/shard-{shard}.log",
+    "merge": "logs/merge/{dataset}/{model}.log",
+    "report": "logs/report.log",
+}
+# Snakemake's record of each train and certify job (its `benchmark:` files: seconds, peak
+# memory, CPU time) and their summary in its HTML report; DVC keeps no such record.
+JOB_RECORD = "logs/benchmarks/{stage}/{dataset}/{job}.tsv"
+JOB_COSTS = "logs/benchmarks/jobs.csv"
 
 # What a report writes: tables, figures for all datasets and per dataset, their captions, the
 # plot data, the DVC metric (a headline per bound, in HEADLINE/), the full summary and the

@@ -108,6 +108,36 @@ def progress(iterable=None, **options):
     return tqdm(iterable, file=sys.stderr, mininterval=interval, **options)
 
 
+class LoggedStream:
+    """A text stream (stderr) that also keeps what is written to it in a log file, as a job's
+    log: whole lines, and of a line a progress bar redraws (carriage returns), its last state."""
+
+    def __init__(self, stream, log):
+        self.stream, self.log, self._line = stream, log, ""
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        *lines, self._line = (self._line + text).split("\n")
+        for line in lines:
+            self.log.write(line.rsplit("\r", 1)[-1] + "\n")
+        self.log.flush()
+        return len(text)
+
+    def close_log(self) -> None:
+        if self._line.rsplit("\r", 1)[-1]:
+            self.log.write(self._line.rsplit("\r", 1)[-1] + "\n")
+        self.log.close()
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:  # a progress bar on a terminal stays one for the reader
+        return self.stream.isatty()
+
+    def __getattr__(self, name):  # fileno, encoding, ...: the stream's
+        return getattr(self.stream, name)
+
+
 def json_text(doc) -> str:
     """`doc` as indented JSON text. JSON has no Infinity or NaN: a float that is not finite
     (an ACR overflowing on absurd radii, a loss that diverged) is written as null."""

@@ -16,7 +16,9 @@ rule certify:
         tsv=f"{CERTIFY}/shard-{{scatteritem}}.tsv",
         json=f"{CERTIFY}/shard-{{scatteritem}}.json",
     log:
-        "logs/certify/{dataset}/{model}/shard-{scatteritem}.log",
+        LOGS["certify"].format(dataset="{dataset}", model="{model}", shard="{scatteritem}"),
+    benchmark:
+        JOB_RECORD.format(stage="certify", dataset="{dataset}", job="{model}/shard-{scatteritem}")
     conda:
         "../envs/l1cert.yaml"
     threads: config["resources"]["certify"]["threads"]
@@ -41,7 +43,7 @@ rule merge:
         tsv=f"{CERTIFY}.tsv",
         json=f"{CERTIFY}.json",
     log:
-        "logs/merge/{dataset}/{model}.log",
+        LOGS["merge"],
     conda:
         "../envs/l1cert.yaml"
     params:

@@ -5,7 +5,8 @@ import shlex
 from pathlib import Path
 
 from l1cert import experiment, pipeline, schema
-from l1cert.layout import CERTIFY, MANIFEST, MODEL_DIR, expected_outputs
+from l1cert.layout import CERTIFY, JOB_COSTS, JOB_RECORD, LOGS, MANIFEST, MODEL_DIR
+from l1cert.layout import expected_outputs
 from l1cert.utils import L1CertError
 
 from snakemake.exceptions import WorkflowError

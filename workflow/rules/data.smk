@@ -8,7 +8,7 @@ rule data:
     output:
         MANIFEST,
     log:
-        "logs/data/{dataset}.log",
+        LOGS["data"],
     conda:
         "../envs/l1cert.yaml"
     params:

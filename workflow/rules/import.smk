@@ -9,7 +9,7 @@ rule import_model:
     output:
         model=f"{IMPORTED_DIR}/model.pt",
     log:
-        "logs/import/{dataset}/{imported}.log",
+        LOGS["import"].format(dataset="{dataset}", model="{imported}"),
     conda:
         "../envs/l1cert.yaml"
     params:

@@ -9,7 +9,7 @@ rule report:
     output:
         [in_report(path) for path in REPORT],
     log:
-        "logs/report.log",
+        LOGS["report"],
     conda:
         "../envs/l1cert.yaml"
     params:
@@ -19,3 +19,22 @@ rule report:
         ),
     shell:
         "{params.cmd} > {log} 2>&1"
+
+
+# What each train and certify job cost as Snakemake measured it (its benchmark files), one table
+# in the HTML report. Seconds are wall time with the jobs side by side: compare within a run.
+
+
+rule job_costs:
+    input:
+        train=expand(JOB_RECORD, stage="train", dataset=DATASET, job=TRAINED),
+        certify=expand(
+            JOB_RECORD,
+            stage="certify",
+            dataset=DATASET,
+            job=[f"{m}/shard-{k}-of-{len(SHARDS)}" for m in MODELS for k in SHARDS],
+        ),
+    output:
+        report(JOB_COSTS, caption="../report/job-costs.rst", category="cost"),
+    run:
+        experiment.job_costs([*input.train, *input.certify], output[0])

@@ -12,7 +12,9 @@ rule train:
         log=f"{TRAINED_DIR}/train-log.csv",
         metrics=f"{TRAINED_DIR}/metrics.json",
     log:
-        "logs/train/{dataset}/{noise}-{training}-s{sigma}.log",
+        LOGS["train"].format(dataset="{dataset}", model="{noise}-{training}-s{sigma}"),
+    benchmark:
+        JOB_RECORD.format(stage="train", dataset="{dataset}", job="{noise}-{training}-s{sigma}")
     conda:
         "../envs/l1cert.yaml"
     threads: config["resources"]["train"]["threads"]
