@@ -121,7 +121,7 @@ def certify_sidecar(noise, sigma, *, dataset="digits", training="type1", n0=100,
         "dataset_size": (points[-1] + 1) if points else 1, "skip": skip, "max": -1,
         "code": {"version": "test", "sha256": "0" * 64},
     }  # fmt: skip
-    if "exact" in NOISES[noise].samplings:
+    if NOISES[noise].exact:
         result.update(_exact_settings(sigma, settings.pop("grid", None), dataset))
     else:
         result["scale"] = NOISES[noise](sigma).scale
@@ -200,7 +200,7 @@ def write_grid(folder: Path, noises, trainings, sigmas, dataset: str = "digits")
         for training in trainings:
             for sigma in sigmas:
                 mine = rows
-                if "exact" in NOISES[noise].samplings:
+                if NOISES[noise].exact:
                     grid = INPUT_GRID[dataset]
                     copies = num_offsets(half_width(sigma, grid), grid)
                     mine = [{**row, "count": copies - 1 - row["idx"] % 2, "count_b": 1,

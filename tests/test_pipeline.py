@@ -71,9 +71,11 @@ def _jobs(commands) -> dict:
     found = {}
     for command in commands:
         words = shlex.split(command)
+        if words[1] == "--log":  # DVC's stages keep their log (`l1cert --log FILE`)
+            words = [words[0], *words[3:]]
         pairs = zip(words, words[1:], strict=False)
         out = next((w for flag, w in pairs if flag in ("--out", "--manifest")), "")
-        found[(words[1], out)] = command
+        found[(words[1], out)] = " ".join(map(shlex.quote, words))
     return found
 
 
@@ -216,7 +218,9 @@ def _snakemake_jobs(project: Path, env: dict) -> collections.Counter:
         return collections.Counter()
     stats = text[text.index("Job stats:") :].split("\n\n")[0].splitlines()[3:]
     jobs = dict(line.split() for line in stats)
-    return collections.Counter({k: int(v) for k, v in jobs.items() if k not in ("all", "total")})
+    # all, and the summary of Snakemake's own job records (which follows any rerun), are not jobs
+    skip = ("all", "total", "job_costs")
+    return collections.Counter({k: int(v) for k, v in jobs.items() if k not in skip})
 
 
 def _dvc_jobs(project: Path, env: dict) -> collections.Counter:

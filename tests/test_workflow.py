@@ -337,7 +337,9 @@ def test_dvc_stages_depend_on_the_code_that_decides_them():
     assert {"import_model", "certify_imported", "merge_imported"} <= stages.keys()
     for name, stage in stages.items():
         stage = stage.get("do", stage)  # a foreach stage's body
-        command = stage["cmd"].split()[1]  # "l1cert <command> ...": the stage it runs
+        words = stage["cmd"].split()  # "l1cert --log FILE <command> ...": the stage it runs
+        assert words[1] == "--log" and words[2].startswith("logs/"), stage["cmd"]
+        command = words[3]
         code = {d for d in stage["deps"] if d.startswith("src/")}
         needed = {str(module_file(m).relative_to(ROOT)) for m in stage_code(command)}
         assert code == needed, f"stage {name}: missing {needed - code}, extra {code - needed}"

@@ -58,7 +58,9 @@ def _split_name(name: str, split: str) -> str:
 
 
 class ImageTensors(Dataset):
-    """In-memory images (N x C x H x W in [0, 1]) with integer labels."""
+    """In-memory images (N x C x H x W in [0, 1]) with integer labels, never augmented."""
+
+    augments = False
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str]):
         self.images, self.labels, self.classes = images, labels, classes

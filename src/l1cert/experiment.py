@@ -100,11 +100,17 @@ def _stray(root: Path, dataset: str, models) -> list[str]:
 _RECORDED = {"s": "seconds", "max_rss": "max_rss_mb", "cpu_time": "cpu_seconds"}
 
 
-def job_costs(records, out: str | Path) -> str:
+def job_records(root: str | Path = ".") -> list[Path]:
+    """Every job record (`layout.JOB_RECORD`) under `root`."""
+    prefix = JOB_RECORD.split("{stage}")[0]
+    return sorted(Path(root, prefix).glob("*/*/**/*.tsv"))
+
+
+def job_costs(records, out: str | Path, log: str | Path | None = None) -> str:
     """Summarize Snakemake's benchmark files (`layout.JOB_RECORD`, one per train or certify
     job) into one CSV at `out`: stage, job, seconds, peak resident memory (MB), CPU seconds;
-    return its path. The seconds are wall time as the job ran (jobs side by side share the
-    cores): compare them within one run."""
+    return its path (`log`: a line saying how many). The seconds are wall time as the job ran
+    (jobs side by side share the cores): compare them within one run."""
     import csv
     import io
 
@@ -123,4 +129,6 @@ def job_costs(records, out: str | Path) -> str:
     writer.writerow(["stage", "job", *_RECORDED.values()])
     writer.writerows(rows)
     atomic_write_text(out, text.getvalue())
+    if log is not None:
+        Path(log).write_text(f"{len(rows)} job records summarized into {out}\n")
     return str(out)

@@ -24,6 +24,7 @@ LOGS = {
     "certify": "logs/certify/{dataset}/{model}/shard-{shard}.log",
     "merge": "logs/merge/{dataset}/{model}.log",
     "report": "logs/report.log",
+    "job_costs": "logs/benchmarks/jobs.log",
 }
 # Snakemake's record of each train and certify job (its `benchmark:` files: seconds, peak
 # memory, CPU time) and their summary in its HTML report; DVC keeps no such record.

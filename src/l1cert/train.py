@@ -191,13 +191,17 @@ class SeededExamples(Dataset):
     def __init__(self, dataset: Dataset):
         self.dataset, self.seed = dataset, 0
         self.targets = getattr(dataset, "targets", None)
+        # a dataset that draws nothing (digits' tensors) needs no seed: seeding per example
+        # costs as much as a small model's training step
+        self.augments = getattr(dataset, "augments", True)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, i: int):
-        seed = np.random.SeedSequence([self.seed, i]).generate_state(1, np.uint64)[0]
-        torch.random.default_generator.manual_seed(int(seed) & (2**63 - 1))
+        if self.augments:
+            seed = np.random.SeedSequence([self.seed, i]).generate_state(1, np.uint64)[0]
+            torch.random.default_generator.manual_seed(int(seed) & (2**63 - 1))
         return self.dataset[i]
 
 
