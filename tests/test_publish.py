@@ -336,8 +336,8 @@ def test_a_report_killed_at_every_rename_is_old_or_new(tmp_path, inputs, rendere
         log = tmp_path / f"k{k}.log"
         return k, out, log, _start_killed(_report_argv(new_files, out, NEW["args"]), k, log)
 
-    # the last staged figure, the journal, the first output after it
-    kills, seen = kill_points(len(renames), {journal_at - 1, journal_at, journal_at + 1}), set()
+    # the journal (the commit point), the first output after it
+    kills, seen = kill_points(len(renames), {journal_at, journal_at + 1}), set()
     pending = start(kills[0])
     for following in [*kills[1:], None]:
         k, out, log, killed = pending
