@@ -21,7 +21,7 @@ from conftest import (
 )
 
 from l1cert import certify_format as fmt
-from l1cert.layout import JOB_COSTS, all_bounds
+from l1cert.layout import JOB_COSTS, LOGS, all_bounds
 
 MODEL = "laplace-type2-s0.5"
 
@@ -171,7 +171,15 @@ def test_dvc_repro_gives_the_same_certificates(local_run, tmp_path):
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
     run(["git", "checkout", "-q", commit], clone)
-    run(["dvc", "repro"], clone)
+    repro = run(["dvc", "repro"], clone)
+    # each stage kept its log as Snakemake's jobs do, and the terminal still showed it
+    for stage in ("train", "certify", "merge", "report"):  # a merge that succeeds says nothing
+        log = clone / LOGS[stage].format(dataset="digits", model=MODEL, shard="1-of-2")
+        assert log.exists() and (stage == "merge" or log.read_text().strip()), log
+    certify_log = (clone / LOGS["certify"].format(dataset="digits", model=MODEL,
+                                                   shard="1-of-2")).read_text()  # fmt: skip
+    assert "l1cert certify: compile off" in certify_log and "\r" not in certify_log
+    assert "l1cert certify: compile off" in repro.stdout + repro.stderr
     for name in (MERGED, f"results/certify/digits/{MODEL}/shard-1-of-2.tsv"):
         assert without_time(read_table(clone / name)) == without_time(read_table(project / name))
     assert json.loads((clone / "results/metrics.json").read_text()) == json.loads(

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from l1cert.utils import atomic_path, atomic_write_text
+from l1cert.utils import LoggedStream, atomic_path, atomic_write_text
 
 
 def test_atomic_write_replaces_the_file_with_usual_permissions(tmp_path):
@@ -41,3 +41,15 @@ def test_progress_off_a_terminal_writes_a_few_updates_not_one_per_step(monkeypat
         time.sleep(0.02)  # a terminal's bar would redraw 8 times
     updates = log.getvalue().count("\r")
     assert 1 <= updates <= 3 and "40/40" in log.getvalue()
+
+
+def test_a_logged_stream_keeps_lines_and_a_progress_bar_s_last_state(tmp_path):
+    import io
+
+    terminal, log = io.StringIO(), open(tmp_path / "job.log", "w")
+    stream = LoggedStream(terminal, log)
+    stream.write("read data\nepoch 1: 10%\repoch 1: 50%")
+    stream.write("\repoch 1: 100%\ndone")
+    stream.close_log()
+    assert terminal.getvalue() == "read data\nepoch 1: 10%\repoch 1: 50%\repoch 1: 100%\ndone"
+    assert (tmp_path / "job.log").read_text() == "read data\nepoch 1: 100%\ndone\n"
