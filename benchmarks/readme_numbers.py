@@ -50,6 +50,11 @@ def _digest(sidecars: list[dict]) -> str:
     return digests.pop()
 
 
+def _spaced(number: float) -> str:
+    """10000 -> '10 000': thousands apart, as the README writes them."""
+    return f"{number:,.0f}".replace(",", " ")
+
+
 def envelope_table(results: Path, digest: str) -> str:
     """The envelope over σ per training and bound: certified accuracy (%) at each radius, the
     best ACR over σ and the forward passes per point (mean over the σ models)."""
@@ -66,7 +71,7 @@ def envelope_table(results: Path, digest: str) -> str:
         cells = {r["radius"]: r for r in rows if (r["training"], r["bound"]) == (training, bound)}
         found = summary[f"{training}/{bound}"]
         accuracy = [f"{100 * float(cells[r]['certified_accuracy']):.1f}" for r in radii]
-        passes = "" if found["passes"] is None else f"{found['passes']:,.0f}".replace(",", " ")
+        passes = "" if found["passes"] is None else _spaced(found["passes"])
         lines.append(
             "| "
             + " | ".join(
@@ -83,7 +88,7 @@ def envelope_table(results: Path, digest: str) -> str:
     return "\n".join(lines)
 
 
-def run_settings(sidecars: list[dict]) -> str:
+def run_settings(sidecars: list[dict], digest: str) -> str:
     """One line: the default run's models, test points and sampling."""
     sampled = [s["result"] for s in sidecars if s["result"]["n0"] is not None]
     sigmas = sorted({s["result"]["sigma"] for s in sidecars})
@@ -91,18 +96,21 @@ def run_settings(sidecars: list[dict]) -> str:
     caps = {r["n"] for r in sampled}
     modes = sorted({r["sampling"] for r in sampled})
     return (
-        f"<!-- made by code {_digest(sidecars)[:16]}: python benchmarks/readme_numbers.py -->\n"
+        f"<!-- made by code {digest[:16]}: python benchmarks/readme_numbers.py -->\n"
         f"*The default run ({len(sidecars)} models; {', '.join(modes)} sampling, n ≤ "
-        f"{max(caps):,} draws per point; DSSN exact): the best certified accuracy over σ ∈ "
-        f"{{{', '.join(f'{s:g}' for s in sigmas)}}} at each ℓ1 radius on the "
+        f"{_spaced(max(caps))} draws per point; DSSN exact): the best certified accuracy over "
+        f"σ ∈ {{{', '.join(f'{s:g}' for s in sigmas)}}} at each ℓ1 radius on the "
         f"{max(points)} test digits, for each certificate*"
-    ).replace(f"{max(caps):,}", f"{max(caps):,}".replace(",", " "))
+    )
 
 
-def render(readme: str, results: Path) -> str:
-    sidecars = _sidecars(results)
+def render(readme: str, results: Path, sidecars: list[dict] | None = None) -> str:
+    """`readme` with its blocks written from the run in `results` (its merged sidecars, if
+    already read)."""
+    sidecars = _sidecars(results) if sidecars is None else sidecars
     digest = _digest(sidecars)
-    blocks = {"envelope": envelope_table(results, digest), "settings": run_settings(sidecars)}
+    blocks = {"envelope": envelope_table(results, digest),
+              "settings": run_settings(sidecars, digest)}  # fmt: skip
 
     def fill(match: re.Match) -> str:
         name = match["name"]
@@ -120,12 +128,13 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help="exit 1 if README.md is not current")
     args = parser.parse_args()
     current = code_digest("certify")["sha256"]
-    made = _digest(_sidecars(args.results))
+    sidecars = _sidecars(args.results)
+    made = _digest(sidecars)
     if made != current:
         sys.exit(f"{args.results} was made by code {made[:16]}, not the current {current[:16]}: "
                  "rerun the default experiment first")  # fmt: skip
     text = args.readme.read_text()
-    new = render(text, args.results)
+    new = render(text, args.results, sidecars)
     if args.check:
         print("README.md is current" if new == text else "README.md is not current")
         sys.exit(0 if new == text else 1)

@@ -218,7 +218,7 @@ SIDECAR_CHECKS = {
         "device": text_check,
         "model_sha256": text_check,
         "sigma": declared(TrainConfig, "sigma"),
-        "scale": number_check(0, 1e6, open_ends=True),
+        "scale": number_check(0, 1e6, low_open=True, high_open=True),
         "alpha": declared(CertifyConfig, "alpha", none=True),  # None: exact, no failure probability
         "num_classes": integer_check(1, 10**5),
         "input_shape": _shape,

@@ -28,8 +28,7 @@ class _Group(click.Group):
     def main(self, args=None, *rest, **kwargs):
         args = sys.argv[1:] if args is None else list(args)
         try:
-            _keep_log(args)
-            _finish_publishing(args)
+            _finish_publishing(_keep_log(args))
             return super().main(args, *rest, standalone_mode=False, **kwargs)
         except L1CertError as err:
             _fail(str(err))
@@ -53,22 +52,28 @@ class _Group(click.Group):
             _fail(_os_error(err))
 
 
-def _keep_log(args: list[str]) -> None:
+def _keep_log(args: list[str]) -> list[str]:
     """`l1cert --log FILE <command>`: everything the command writes to stderr is kept in FILE
     too (what a DVC stage does to keep a log per job, as Snakemake's jobs do), from before the
-    command line is parsed, so that a usage error is in it as well."""
+    command line is parsed, so that a usage error is in it as well. Returns the arguments after
+    the option, where the pre-pass looks for the command (click parses the whole line)."""
     import atexit
     from pathlib import Path
 
     from l1cert.utils import LoggedStream
 
-    if len(args) < 2 or not (args[0] == "--log" or args[0].startswith("--log=")):
-        return
-    path = Path(args[0].removeprefix("--log=") if args[0] != "--log" else args[1])
+    if args[:1] == ["--log"] and len(args) > 1:
+        path, rest = args[1], args[2:]
+    elif args and args[0].startswith("--log="):
+        path, rest = args[0].removeprefix("--log="), args[1:]
+    else:
+        return args
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     stream = LoggedStream(sys.stderr, open(path, "w"))
     sys.stderr = stream
     atexit.register(stream.close_log)
+    return rest
 
 
 def _os_error(err: OSError) -> str:
@@ -90,8 +95,6 @@ _PUBLISHING = {
 def _finish_publishing(args: list[str]) -> None:
     import importlib
 
-    if args and args[0] == "--log":
-        args = args[2:]
     command = next((a for a in args if not a.startswith("-")), None)
     if command not in _PUBLISHING:
         return

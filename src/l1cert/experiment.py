@@ -98,12 +98,12 @@ def _stray(root: Path, dataset: str, models) -> list[str]:
 
 # Snakemake's benchmark columns that the job table keeps, and their names there.
 _RECORDED = {"s": "seconds", "max_rss": "max_rss_mb", "cpu_time": "cpu_seconds"}
+_RECORDS = JOB_RECORD.split("{stage}")[0]  # the folder of the job records: <stage>/<dataset>/…
 
 
 def job_records(root: str | Path = ".") -> list[Path]:
     """Every job record (`layout.JOB_RECORD`) under `root`."""
-    prefix = JOB_RECORD.split("{stage}")[0]
-    return sorted(Path(root, prefix).glob("*/*/**/*.tsv"))
+    return sorted(Path(root, _RECORDS).glob("*/*/**/*.tsv"))
 
 
 def job_costs(records, out: str | Path, log: str | Path | None = None) -> str:
@@ -116,12 +116,12 @@ def job_costs(records, out: str | Path, log: str | Path | None = None) -> str:
 
     from l1cert.utils import atomic_write_text
 
-    rows, prefix = [], JOB_RECORD.split("{stage}")[0]
+    rows = []
     for record in sorted(map(Path, records)):
         with open(record) as f:
             measured = list(csv.DictReader(f, delimiter="\t"))
         # named as layout.JOB_RECORD names them: <prefix><stage>/<dataset>/<job>.tsv
-        stage, _, job = str(record.with_suffix("")).split(prefix, 1)[-1].split("/", 2)
+        stage, _, job = str(record.with_suffix("")).split(_RECORDS, 1)[-1].split("/", 2)
         for values in measured:  # one line per repeat; Snakemake runs each job once
             rows.append([stage, job, *(values.get(key, "") for key in _RECORDED)])
     text = io.StringIO()

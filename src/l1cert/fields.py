@@ -290,17 +290,8 @@ def integer_check(low: int, high: int, none: bool = False):
 
 
 def number_check(
-    low: float,
-    high: float,
-    open_ends: bool = False,
-    none: bool = False,
-    low_open: bool | None = None,
-    high_open: bool | None = None,
+    low: float, high: float, none: bool = False, low_open: bool = False, high_open: bool = False
 ):
-    """`open_ends`: both ends open; `low_open`, `high_open`: each on its own."""
-    low_open = open_ends if low_open is None else low_open
-    high_open = open_ends if high_open is None else high_open
-
     def check(value):
         if value is None and none:
             return None

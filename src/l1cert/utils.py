@@ -124,8 +124,9 @@ class LoggedStream:
         return len(text)
 
     def close_log(self) -> None:
-        if self._line.rsplit("\r", 1)[-1]:
-            self.log.write(self._line.rsplit("\r", 1)[-1] + "\n")
+        last = self._line.rsplit("\r", 1)[-1]  # an unfinished line's last state
+        if last:
+            self.log.write(last + "\n")
         self.log.close()
 
     def flush(self) -> None:
