@@ -16,6 +16,7 @@ accuracy at the report radii of each (DSSN against the uniform envelope of the s
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 import yaml
 
-from l1cert.analysis import read_certificates
+from l1cert.runs import read_run
 from l1cert.certify import certify_to_tsv
 from l1cert.utils import parse_radii
 
@@ -46,7 +47,51 @@ def certify(model: Path, out: Path, options: dict, skip: int, repeat: int):
         certify_to_tsv(model, path, skip=skip, batch=1000, seed=0, progress=False, **options)
         runs.append((time.perf_counter() - start, path))
     seconds, path = min(runs)
-    return read_certificates(path), seconds
+    return read_run(path), seconds
+
+
+LABELS = {"dssn exact": "`dssn` exact", "uniform fixed": "`uniform` fixed",
+          "uniform sequential": "`uniform` sequential"}  # fmt: skip
+
+
+def summary(verdicts, radii, args) -> str:
+    """The README's block: the table per σ and method, and DSSN's ratios against Monte Carlo."""
+    from readme_blocks import spaced, span, table
+
+    rows = []
+    for sigma, found in verdicts:
+        for method, (passes, job, accuracy, loop) in found.items():
+            label = LABELS[method] + (f" (L = {passes:.0f})" if method == "dssn exact" else "")
+            shown = " / ".join(f"{a:.1f}" for a in accuracy)
+            rows.append([f"{sigma:g}", label, spaced(passes), f"{1000 * job:.3g}",
+                         f"{1000 * loop:.3g}", shown])  # fmt: skip
+    head = ["σ", "method", "forward passes / point", "ms / point (job)",
+            "ms / point (certify loop)",
+            "certified accuracy % at r = " + " / ".join(f"{r:g}" for r in radii)]  # fmt: skip
+    d = [f["dssn exact"] for _, f in verdicts]
+    fx = [f["uniform fixed"] for _, f in verdicts]
+    sq = [f["uniform sequential"] for _, f in verdicts]
+    sigmas = " / ".join(f"{s:g}" for s, _ in verdicts)
+    ahead = [a - b for x, y in zip(d, fx, strict=True) for a, b in zip(x[2], y[2], strict=True)]
+    return "\n".join([
+        f"Measured with `python benchmarks/certify_cost.py --skip {args.skip} --repeat "
+        f"{args.repeat}` on the default experiment's {args.training} digits models (every "
+        f"{args.skip}-th test point, {os.cpu_count()}-core CPU; Monte Carlo n0 = 100, n = "
+        f"{spaced(args.n)}, α = 0.001; wall time per point of the whole `certify_to_tsv` call, "
+        "model and data loading included, and of its certify loop alone):",
+        "",
+        table(head, rows, numeric_from=2),
+        "",
+        f"DSSN takes {span([f[0] / x[0] for f, x in zip(fx, d, strict=True)], spaced)}× "
+        f"fewer forward passes than fixed sampling and "
+        f"{span([s[0] / x[0] for s, x in zip(sq, d, strict=True)], spaced)}× fewer than "
+        f"sequential sampling; its certify loop is "
+        + " / ".join(f"{s[3] / x[3]:.1f}×" for s, x in zip(sq, d, strict=True))
+        + f" shorter than sequential's at σ = {sigmas} (whole jobs, loading included: "
+        + " / ".join(f"{s[1] / x[1]:.1f}×" for s, x in zip(sq, d, strict=True))
+        + "). Its certified accuracy minus uniform noise's (fixed sampling) at the same σ and "
+        f"radius: {min(ahead):+.1f} to {max(ahead):+.1f} points.",
+    ])  # fmt: skip
 
 
 def main() -> None:
@@ -57,6 +102,7 @@ def main() -> None:
     parser.add_argument("--training", default="type1")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1, help="time each run this often")
+    parser.add_argument("--readme", action="store_true", help="write the results into README.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -100,6 +146,12 @@ def main() -> None:
               f"(job) and {s[3] / d[3]:,.1f}x (loop) shorter than sequential, {f[3] / d[3]:,.0f}x "
               f"(loop) than fixed; dssn minus uniform fixed, points of %: "
               f"{', '.join(ahead)}")  # fmt: skip
+    if args.readme:
+        from readme_blocks import write
+
+        write({"certify-cost": summary(verdicts, radii, args)},
+              f"python benchmarks/certify_cost.py --skip {args.skip} --repeat {args.repeat} "
+              "--readme")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ two certified-accuracy tables (every bound, every report radius, in points of %)
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 import yaml
 
 from l1cert import sequential
-from l1cert.analysis import read_certificates
+from l1cert.runs import read_run
 from l1cert.certify import certify_to_tsv
 from l1cert.utils import parse_radii
 
@@ -42,7 +43,7 @@ def certify(model: Path, out: Path, sampling: str, radii, skip: int, n: int, rep
         certify_to_tsv(model, path, n0=100, n=n, alpha=ALPHA, batch=1000, seed=0, skip=skip,
                        sampling=sampling, progress=False, **extra)  # fmt: skip
         times.append(time.perf_counter() - start)
-    return read_certificates(path), min(times)
+    return read_run(path), min(times)
 
 
 def reach_at_cap(seq, radii, n: int) -> np.ndarray:
@@ -73,6 +74,56 @@ def draws(run_path: Path) -> np.ndarray:
     return np.asarray(table.column("n0", int)) + np.asarray(table.column("n", int))
 
 
+def summary(records: list[dict], skip: int, n: int, repeat: int) -> str:
+    """The README's block: forward passes and wall time, fixed against sequential, in total, per
+    noise and per σ, and what the points that ran to the cap were."""
+    from readme_blocks import spaced, span, table
+
+    def ratios(group):
+        fixed, seq = sum(r["fixed_draws"] for r in group), sum(r["seq_draws"] for r in group)
+        t_fixed, t_seq = sum(r["fixed_s"] for r in group), sum(r["seq_s"] for r in group)
+        return fixed, seq, t_fixed, t_seq
+
+    fixed, seq, t_fixed, t_seq = ratios(records)
+    rows = [[f"all {len(records)}", f"{fixed / 1e6:.0f} M / {seq / 1e6:.0f} M: "
+             f"{fixed / seq:.1f}× fewer", f"{t_fixed:.0f} s / {t_seq:.0f} s: "
+             f"{t_fixed / t_seq:.1f}× shorter"]]  # fmt: skip
+    noises = list(dict.fromkeys(r["noise"] for r in records))
+    for noise in noises:
+        f, s_, tf, ts = ratios([r for r in records if r["noise"] == noise])
+        rows.append([noise, f"{f / s_:.1f}× fewer", f"{tf / ts:.1f}×"])
+    sigmas = sorted({r["sigma"] for r in records}, key=float)
+    by_sigma = [ratios([r for r in records if r["sigma"] == s]) for s in sigmas]
+    rows.append([f"σ = {' / '.join(sigmas)}",
+                 " / ".join(f"{f / s_:.1f}×" for f, s_, *_ in by_sigma) + " fewer",
+                 " / ".join(f"{tf / ts:.1f}×" for *_, tf, ts in by_sigma)])  # fmt: skip
+    medians = {noise: [r["median"] for r in records if r["noise"] == noise] for noise in noises}
+    at_cap = {noise: [r for r in records if r["noise"] == noise] for noise in noises}
+    worst = max(records, key=lambda r: r["diff"])
+    lines = [
+        f"Measured with `python benchmarks/certify_sequential.py --skip {skip} --repeat {repeat}` "
+        f"on the default experiment's {len(records)} Monte Carlo digits models "
+        f"({worst['points']} test points each, n0 = 100, n = {spaced(n)}, α = {ALPHA}; "
+        f"{os.cpu_count()}-core CPU; wall time the shorter of {repeat} runs):",
+        "",
+        table(["models", "forward passes, fixed / sequential", "wall time"], rows),
+        "",
+        f"The certified-accuracy tables of the two runs differed by at most {worst['diff']:.2f} "
+        f"points in any cell, for any bound and radius (one test point is "
+        f"{100 / worst['points']:.2f} points). Median draws per point, by noise: "
+        + "; ".join(f"{noise} {span(m, spaced)}" for noise, m in medians.items())  # fmt: skip
+        + ". Points that ran to the cap, because the table's top bucket needs the cap / because "
+        "their vote share lies within the cap's margin of a bucket edge: "
+        + "; ".join(
+            f"{noise} {span([100 * r['top'] for r in g], '{:.0f}')} % / "
+            f"{span([100 * r['edge'] for r in g], '{:.0f}')} %"
+            for noise, g in at_cap.items()
+        )  # fmt: skip
+        + " of a model's points.",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=str(ROOT / "results/models/digits"))
@@ -80,10 +131,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1, help="time each run this often")
+    parser.add_argument("--readme", action="store_true", help="write the results into README.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     radii = parse_radii(yaml.safe_load((ROOT / "params.yaml").read_text())["report"]["radii"])
     models = sorted(Path(args.models).glob("*/model.pt"))
+    models = [m for m in models if not m.parent.name.startswith("dssn-")]  # exact, no sampling
     if not models:
         raise SystemExit(f"no models under {args.models}: run the default experiment first")
 
@@ -96,9 +149,7 @@ def main() -> None:
         f"{'model':<24}{'fixed draws':>13}{'seq draws':>12}{'ratio':>7}{'fixed s':>9}"
         f"{'seq s':>8}{'median':>8}{'p90':>8}{'at cap':>8}{'max diff':>10}  at cap because"
     )
-    totals = np.zeros(4)
-    by_sigma: dict[str, np.ndarray] = {}
-    worst = 0.0
+    records = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:
             name = model.parent.name
@@ -109,34 +160,27 @@ def main() -> None:
             d_fixed, d_seq = draws(fixed.path).sum(), draws(seq.path)
             diff = max(float(np.abs(fixed.accuracy(b, radii) - seq.accuracy(b, radii)).max())
                        for b in fixed.bounds) * 100  # fmt: skip
-            worst = max(worst, diff)
             capped = d_seq - 100 >= args.n
             reach = capped & reach_at_cap(seq, radii, args.n)
+            record = dict(noise=seq.noise, sigma=f"{seq.sigma:g}", points=seq.points,
+                          fixed_draws=int(d_fixed), seq_draws=int(d_seq.sum()), fixed_s=t_fixed,
+                          seq_s=t_seq, median=float(np.median(d_seq)), diff=diff,
+                          top=float(reach.mean()),
+                          edge=float((capped & ~reach).mean()))  # fmt: skip
+            records.append(record)
             print(
                 f"{name:<24}{d_fixed:>13,}{d_seq.sum():>12,}{d_fixed / d_seq.sum():>7.1f}"
                 f"{t_fixed:>9.1f}{t_seq:>8.1f}{np.median(d_seq):>8.0f}"
                 f"{np.percentile(d_seq, 90):>8.0f}{capped.mean():>8.0%}{diff:>9.2f}pt"
-                f"  top bucket {reach.mean():.0%}, bucket edge {(capped & ~reach).mean():.0%}"
+                f"  top bucket {record['top']:.0%}, bucket edge {record['edge']:.0%}"
             )
-            row = np.array([d_fixed, d_seq.sum(), t_fixed, t_seq])
-            totals += row
-            sigma = name.rsplit("-s", 1)[1]
-            by_sigma[sigma] = by_sigma.get(sigma, np.zeros(4)) + row
-    print(
-        f"{'total':<24}{totals[0]:>13,.0f}{totals[1]:>12,.0f}{totals[0] / totals[1]:>7.1f}"
-        f"{totals[2]:>9.1f}{totals[3]:>8.1f}"
-    )
-    for sigma, row in sorted(by_sigma.items(), key=lambda kv: float(kv[0])):
-        print(
-            f"  sigma = {sigma:<6} draws {row[0] / row[1]:5.1f}x fewer, "
-            f"wall time {row[2] / row[3]:5.1f}x shorter"
-        )
-    print(f"largest table difference: {worst:.2f} points of % (target: within 1)")
-    print(
-        "what limits the saving: the points that run to the cap, whose top bucket only the cap "
-        "can certify (Laplace at small sigma: 8.887·λ at n = 10^5) or whose p lies within the "
-        "cap's margin of a bucket edge (a threshold of any bound of the noise)"
-    )
+    text = summary(records, args.skip, args.n, args.repeat)
+    print(text)
+    if args.readme:
+        from readme_blocks import write
+
+        write({"sequential": text}, f"python benchmarks/certify_sequential.py --skip {args.skip} "
+              f"--repeat {args.repeat} --readme")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="induct
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 rows")
+    parser.add_argument("--readme", action="store_true", help="write the results into README.md")
     parser.add_argument(
         "--clock", choices=CLOCKS, default="wall", help="cpu: process time, for a shared machine"
     )
@@ -170,7 +172,7 @@ def main() -> None:
     for name in full:
         rate[name] = args.n / max(seconds[name] - seconds_n0[name], 1e-9)
         job[name] = setup[name] + JOB_POINTS * (seconds_n0[name] + JOB_N / rate[name])
-    where = f"{torch.cuda.get_device_name()}" if device.type == "cuda" else "CPU"
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"{os.cpu_count()}-core CPU"
     print(
         f"ResNet-20, 3x32x32, {where}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}, laplace sigma={args.sigma}, batch {args.batch}, best of "
@@ -193,6 +195,35 @@ def main() -> None:
     limit = rate["bare forward (limit)"]
     print(f"today / limit = {today_rate / limit:.3f} in draws/s (target >= 0.9)")
     print("targets (CPU, compiled, fp32): >= 1.7x Cohen-style and >= 1.25x today, per job")
+    if args.readme:
+        from readme_blocks import write
+
+        command = " ".join(["python benchmarks/certify_throughput.py", *sys.argv[1:]])
+        write({"certify-throughput": summary(rate, job, setup, where, command)}, command)
+
+
+def summary(rate: dict, job: dict, setup: dict, where: str, command: str) -> str:
+    """The README's block: draws/s and the extrapolated job per method, against Cohen et al.'s
+    loop and today's eager forward."""
+    from readme_blocks import spaced, table
+
+    base, today = job["Cohen-style (NCHW)"], job["eager channels-last (today)"]
+    labels = {"bare forward (limit)": "bare forward (the limit)",
+              "Cohen-style (NCHW)": "Cohen-style loop (NCHW)",
+              "eager channels-last (today)": "eager channels-last (`--compile off`)",
+              "compiled": "compiled (`--compile on`)"}  # fmt: skip
+    rows = [[labels.get(name, name), spaced(rate[name]), f"{setup[name]:.0f} s",
+             f"{spaced(job[name])} s", f"{base / job[name]:.2f}×", f"{today / job[name]:.2f}×"]
+            for name in job]  # fmt: skip
+    return "\n".join([
+        f"Measured with `{command}` (CIFAR ResNet-20 on {where}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; a job of {JOB_POINTS} points × "
+        f"{spaced(JOB_N0 + JOB_N)} draws, extrapolated from the draws/s, its setup — "
+        "compiling from an empty cache — included):",
+        "",
+        table(["forward", "draws/s", "setup", "job", "vs Cohen-style loop",
+               "vs eager channels-last"], rows),
+    ])  # fmt: skip
 
 
 if __name__ == "__main__":

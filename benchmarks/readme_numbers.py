@@ -1,14 +1,13 @@
-"""Write the default experiment's numbers into README.md from its results, so that the README
+"""Write the default experiment's numbers into README.md from a run of it, so that the README
 quotes a run of the current code and nothing typed by hand.
 
-    snakemake --profile workflow/profiles/default        # the default experiment
-    python benchmarks/readme_numbers.py                  # its numbers into README.md
-    python benchmarks/readme_numbers.py --check          # exit 1 if README.md is not current
+    python benchmarks/readme_numbers.py --run DIR      # run it in a copy of the project, timed
+    python benchmarks/readme_numbers.py                # or read a finished run's results/
+    python benchmarks/readme_numbers.py --check        # exit 1 if README.md is not current
 
-Each generated block sits between `<!-- default-run: NAME -->` and `<!-- end: NAME -->` and
-records the code digest of the certify stage that made the run; `tests/test_readme.py` checks
-that this digest is the current code's, so a change to what decides a number fails the tests
-until the default experiment is rerun and this script writes its numbers.
+It writes the run's settings (the hero figure's caption), its envelope table, an excerpt of
+`dvc metrics show` and, with `--run`, the run's wall time (install excluded), as the blocks of
+`benchmarks/readme_blocks.py`; their certify files must have been made by the current code.
 """
 
 from __future__ import annotations
@@ -16,17 +15,21 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
+import os
+import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from readme_blocks import README, ROOT, current_code, render, spaced, table, write
 
-from l1cert.labels import bound_label, training_label  # noqa: E402
-from l1cert.provenance import code_digest  # noqa: E402
+from l1cert.labels import bound_label, training_label
+from l1cert.layout import HEADLINE, all_bounds
+from l1cert.provenance import code_digest
 
-BLOCK = re.compile(r"<!-- default-run: (?P<name>[\w-]+) -->\n.*?<!-- end: (?P=name) -->", re.S)
+PROJECT = ["Snakefile", "params.yaml", "workflow", "config"]
+COMMAND = "python benchmarks/readme_numbers.py"
 
 
 def _envelope(results: Path) -> tuple[list[str], list[dict]]:
@@ -50,45 +53,25 @@ def _digest(sidecars: list[dict]) -> str:
     return digests.pop()
 
 
-def _spaced(number: float) -> str:
-    """10000 -> '10 000': thousands apart, as the README writes them."""
-    return f"{number:,.0f}".replace(",", " ")
-
-
-def envelope_table(results: Path, digest: str) -> str:
+def envelope_table(results: Path) -> str:
     """The envelope over σ per training and bound: certified accuracy (%) at each radius, the
     best ACR over σ and the forward passes per point (mean over the σ models)."""
     radii, rows = _envelope(results)
     summary = json.loads((results / "summary-full.json").read_text())
     keys = list(dict.fromkeys((r["training"], r["bound"]) for r in rows))
-    head = ["training", "certificate", *(f"r = {r}" for r in radii), "ACR", "passes / point"]
-    lines = [
-        f"<!-- made by code {digest[:16]}: python benchmarks/readme_numbers.py -->",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * 2 + "---:|" * (len(radii) + 2),
-    ]
+    lines = []
     for training, bound in keys:
         cells = {r["radius"]: r for r in rows if (r["training"], r["bound"]) == (training, bound)}
         found = summary[f"{training}/{bound}"]
         accuracy = [f"{100 * float(cells[r]['certified_accuracy']):.1f}" for r in radii]
-        passes = "" if found["passes"] is None else _spaced(found["passes"])
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    training_label(training),
-                    bound_label(bound),
-                    *accuracy,
-                    f"{found['acr']:.3f}",
-                    passes,
-                ]
-            )
-            + " |"  # fmt: skip
-        )
-    return "\n".join(lines)
+        passes = "" if found["passes"] is None else spaced(found["passes"])
+        lines.append([training_label(training), bound_label(bound), *accuracy,
+                      f"{found['acr']:.3f}", passes])  # fmt: skip
+    head = ["training", "certificate", *(f"r = {r}" for r in radii), "ACR", "passes / point"]
+    return table(head, lines, numeric_from=2)
 
 
-def run_settings(sidecars: list[dict], digest: str) -> str:
+def run_settings(sidecars: list[dict]) -> str:
     """One line: the default run's models, test points and sampling."""
     sampled = [s["result"] for s in sidecars if s["result"]["n0"] is not None]
     sigmas = sorted({s["result"]["sigma"] for s in sidecars})
@@ -96,50 +79,99 @@ def run_settings(sidecars: list[dict], digest: str) -> str:
     caps = {r["n"] for r in sampled}
     modes = sorted({r["sampling"] for r in sampled})
     return (
-        f"<!-- made by code {digest[:16]}: python benchmarks/readme_numbers.py -->\n"
         f"*The default run ({len(sidecars)} models; {', '.join(modes)} sampling, n ≤ "
-        f"{_spaced(max(caps))} draws per point; DSSN exact): the best certified accuracy over "
+        f"{spaced(max(caps))} draws per point; DSSN exact): the best certified accuracy over "
         f"σ ∈ {{{', '.join(f'{s:g}' for s in sigmas)}}} at each ℓ1 radius on the "
         f"{max(points)} test digits, for each certificate*"
     )
 
 
-def render(readme: str, results: Path, sidecars: list[dict] | None = None) -> str:
-    """`readme` with its blocks written from the run in `results` (its merged sidecars, if
-    already read)."""
+def metrics_excerpt(results: Path, rows: int = 3) -> str:
+    """The first rows of `dvc metrics show` on the run, laid out as DVC prints them (files in
+    dvc.yaml's order, the bounds' registry order), and the table's size."""
+    files = [results / HEADLINE / f"{b}.json" for b in all_bounds()]
+    values = {f.stem: json.loads(f.read_text()) for f in files}
+    columns = sorted({f"{t}.{k}" for v in values.values() for t, d in v.items() for k in d})
+    lines = [["Path", *columns]]
+    for name, found in values.items():
+        flat = {f"{t}.{k}": x for t, d in found.items() for k, x in d.items()}
+        lines.append(
+            [
+                f"results/{HEADLINE}/{name}.json",
+                *(str(flat[c]) if flat.get(c) is not None else "-" for c in columns),
+            ]
+        )
+    # DVC pads the path column by 2 and the others by 4
+    widths = [max(len(line[i]) for line in lines) + (4 if i else 2)
+              for i in range(len(columns) + 1)]  # fmt: skip
+    text = ["".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+            for line in lines]  # fmt: skip
+    return (
+        f"For the default experiment the table is {len(files)} rows by {len(text[0])} "
+        f"characters:\n\n```\n" + "\n".join(text[: rows + 1]) + "\n...\n```"
+    )
+
+
+def run_time(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return (f"*Measured: the default experiment took {minutes} min {rest} s (install excluded) "
+            f"on {len(os.sched_getaffinity(0))} cores.*")  # fmt: skip
+
+
+def blocks(results: Path, sidecars: list[dict] | None = None) -> dict[str, str]:
+    """The blocks written from the run in `results` (its merged sidecars, if already read)."""
     sidecars = _sidecars(results) if sidecars is None else sidecars
-    digest = _digest(sidecars)
-    blocks = {"envelope": envelope_table(results, digest),
-              "settings": run_settings(sidecars, digest)}  # fmt: skip
+    return {"default-run-settings": run_settings(sidecars),
+            "default-run-envelope": envelope_table(results),
+            "default-run-metrics": metrics_excerpt(results)}  # fmt: skip
 
-    def fill(match: re.Match) -> str:
-        name = match["name"]
-        if name not in blocks:
-            sys.exit(f"README.md has a block {name!r} this script does not write")
-        return f"<!-- default-run: {name} -->\n{blocks[name]}\n<!-- end: {name} -->"
 
-    return BLOCK.sub(fill, readme)
+def run_default_experiment(where: Path) -> tuple[Path, float]:
+    """Run the default experiment in a copy of the project at `where`: its results/ and the
+    run's wall time."""
+    where.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT:
+        source, target = ROOT / name, where / name
+        if target.exists():
+            sys.exit(f"{target} exists: --run wants a fresh folder")
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)
+    command = ["snakemake", "--profile", "workflow/profiles/default"]
+    print("+ " + " ".join(command), file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    subprocess.run(command, cwd=where, check=True, stdout=sys.stderr)
+    return where / "results", time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--run",
+        type=Path,
+        metavar="DIR",
+        help="run the default experiment in a copy of the project in DIR",
+    )
     parser.add_argument("--results", type=Path, default=ROOT / "results")
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--readme", type=Path, default=README)
     parser.add_argument("--check", action="store_true", help="exit 1 if README.md is not current")
     args = parser.parse_args()
+    seconds = None
+    if args.run:
+        args.results, seconds = run_default_experiment(args.run)
     current = code_digest("certify")["sha256"]
     sidecars = _sidecars(args.results)
     made = _digest(sidecars)
     if made != current:
         sys.exit(f"{args.results} was made by code {made[:16]}, not the current {current[:16]}: "
                  "rerun the default experiment first")  # fmt: skip
-    text = args.readme.read_text()
-    new = render(text, args.results, sidecars)
+    written = blocks(args.results, sidecars)
+    if seconds is not None:
+        written["default-run-time"] = run_time(seconds)
     if args.check:
-        print("README.md is current" if new == text else "README.md is not current")
-        sys.exit(0 if new == text else 1)
-    args.readme.write_text(new)
-    print(f"wrote {len(BLOCK.findall(new))} blocks into {args.readme}")
+        text = args.readme.read_text()
+        same = render(text, written, COMMAND, current_code()) == text
+        print("README.md is current" if same else "README.md is not current")
+        sys.exit(0 if same else 1)
+    write(written, COMMAND + (" --run DIR" if args.run else ""), args.readme)
 
 
 if __name__ == "__main__":

@@ -115,9 +115,10 @@ def stage_code(stage: str) -> tuple[str, ...]:
     return tuple(m for m in import_closure(STAGE_MODULES[stage], PLUMBING) if m != "l1cert")
 
 
-def code_digest(stage: str = "certify") -> dict:
-    """{'version', 'sha256'}: the package version and a digest of the stage's code."""
+def code_digest(*stages: str) -> dict:
+    """{'version', 'sha256'}: the package version and a digest of the code of the stages
+    (certify's by default; several: the union of their modules)."""
     digest = hashlib.sha256()
-    for name in sorted(stage_code(stage)):
+    for name in sorted({m for stage in stages or ("certify",) for m in stage_code(stage)}):
         digest.update(name.encode() + b"\0" + module_file(name).read_bytes() + b"\0")
     return {"version": __version__, "sha256": digest.hexdigest()}
