@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import yaml
 
-from l1cert.runs import read_run
 from l1cert.certify import certify_to_tsv
+from l1cert.runs import read_run
 from l1cert.utils import parse_radii
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def certify(model: Path, out: Path, options: dict, skip: int, repeat: int):
     for i in range(repeat):
         path = out.with_name(f"{out.stem}-{i}.tsv")
         start = time.perf_counter()
-        certify_to_tsv(model, path, skip=skip, batch=1000, seed=0, progress=False, **options)
+        certify_to_tsv(model, path, skip=skip, batch=1000, progress=False, **options)
         runs.append((time.perf_counter() - start, path))
     seconds, path = min(runs)
     return read_run(path), seconds
@@ -120,7 +120,9 @@ def main() -> None:
             found = {}
             for method, (noise, options) in METHODS.items():
                 model = models / f"{noise}-{args.training}-s{sigma}" / "model.pt"
-                extra = {"n0": 100, "n": args.n, "alpha": 0.001} if noise != "dssn" else {}
+                extra = (
+                    {"n0": 100, "n": args.n, "alpha": 0.001, "seed": 0} if noise != "dssn" else {}
+                )
                 if options.get("sampling") == "sequential":
                     extra["radii"] = radii
                 out = Path(tmp) / f"{noise}-{sigma}-{method.split()[1]}.tsv"

@@ -24,8 +24,8 @@ import torch
 import yaml
 
 from l1cert import sequential
-from l1cert.runs import read_run
 from l1cert.certify import certify_to_tsv
+from l1cert.runs import read_run
 from l1cert.utils import parse_radii
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +60,8 @@ def reach_at_cap(seq, radii, n: int) -> np.ndarray:
     best = [lower_confidence_bound(m, m, a) for m, a in zip(looks[-2:], alphas[-2:], strict=True)]
     found = np.zeros(seq.points, dtype=bool)
     for bound in seq.bounds:
+        if bounds.BOUNDS[bound].needs_point:  # its reach depends on the point: not split here
+            continue
         top = [int((bounds.radius(bound, seq.noise, scale, p, 1 - p) >= grid).sum())
                for p in best]  # fmt: skip
         if top[1] > top[0]:

@@ -851,3 +851,25 @@ def test_a_dssn_row_that_is_not_its_votes_is_refused(dssn_file, cell, text, why)
         read_run(dssn_file)
     idx, column = cell
     assert str(err.value).startswith(f"{dssn_file}: idx {idx}: {column} '{text}' {why}")
+
+
+def test_a_long_latex_table_is_cut_into_floats_at_its_groups():
+    """58 rows (the default experiment's per-model table) do not fit a page: one float per
+    training type, the first captioned and labelled, the next continuing it, no row lost."""
+    from l1cert.table_formats import FLOAT_ROWS, to_latex
+
+    rows = [[f"model {i}", f"{i}.0"] for i in range(58)]
+    latex = to_latex(["Model", "ACR"], rows, "Certified accuracy.", "tab:acc",
+                     groups={0: "Type 1", 29: "Type 2"})  # fmt: skip
+    floats = latex.split(r"\end{table}")[:-1]
+    assert len(floats) == 2 and 29 <= FLOAT_ROWS < 58
+    assert r"\caption{Certified accuracy.}" in floats[0] and r"\label{tab:acc}" in floats[0]
+    assert r"\caption{Table~\ref{tab:acc}, continued.}" in floats[1]
+    assert r"\label{tab:acc:2}" in floats[1]
+    for part, title in zip(floats, ("Type 1", "Type 2"), strict=True):
+        assert part.count(r"\toprule") == part.count(r"\bottomrule") == 1
+        assert rf"\textit{{{title}}}" in part and r"\addlinespace" not in part
+    shown = re.findall(r"^model (\d+) & ", latex, re.M)
+    assert [int(i) for i in shown] == list(range(58))
+    short = to_latex(["Model", "ACR"], rows[:12], "c", "tab:s", groups={0: "A", 6: "B"})
+    assert short.count(r"\begin{table}") == 1 and short.count(r"\addlinespace") == 1

@@ -69,6 +69,11 @@ def latex_escape(text: str) -> str:
     return r"$\ell_1$".join("".join(_LATEX_SPECIAL.get(ch, ch) for ch in p) for p in parts)
 
 
+# Rows one float may hold: about a page at \small with its caption; longer tables are cut
+# into several floats at their groups' starts, so a paper can \input the file as it is.
+FLOAT_ROWS = 40
+
+
 def to_latex(
     header: Sequence[str],
     rows: Sequence[Sequence[str]],
@@ -80,7 +85,8 @@ def to_latex(
     """A booktabs table (needs \\usepackage{booktabs} in the document): no vertical rules,
     every cell escaped. `over`: headers above the column header, each (first column, columns,
     text) with a rule under it; `groups`: {row: title} for the rows that start a group, each
-    group under its title in italics."""
+    group under its title in italics. More than FLOAT_ROWS rows make one float per run of whole
+    groups that fits, the first with the caption and label, the others continuing it."""
     spec = "".join("r" if rows and _numeric(rows[0][i]) else "l" for i in range(len(header)))
     head = []
     if over:
@@ -93,29 +99,48 @@ def to_latex(
             column = first + span
         cells += [""] * (len(header) - column)
         head = [" & ".join(cells) + r" \\", "".join(rules)]
-    body = []
-    for i, row in enumerate(rows):
-        if groups and i in groups:
-            if i:
-                body.append(r"\addlinespace")
-            title = latex_escape(groups[i])
-            body.append(rf"\multicolumn{{{len(header)}}}{{l}}{{\textit{{{title}}}}} \\")
-        body.append(" & ".join(latex_escape(c) for c in row) + r" \\")
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\small",
-        rf"\caption{{{latex_escape(caption)}}}",
-        rf"\label{{{label}}}",
-        r"\setlength{\tabcolsep}{4pt}",
-        rf"\begin{{tabular}}{{{spec}}}",
-        r"\toprule",
-        *head,
-        " & ".join(latex_escape(h) for h in header) + r" \\",
-        r"\midrule",
-        *body,
-        r"\bottomrule",
-        r"\end{tabular}",
-        r"\end{table}",
-    ]
-    return "\n".join(lines) + "\n"
+    groups = groups or {}
+    floats = []
+    for part, (start, stop) in enumerate(_float_parts(len(rows), groups)):
+        body = []
+        for i in range(start, stop):
+            if i in groups:
+                if i > start:
+                    body.append(r"\addlinespace")
+                title = latex_escape(groups[i])
+                body.append(rf"\multicolumn{{{len(header)}}}{{l}}{{\textit{{{title}}}}} \\")
+            body.append(" & ".join(latex_escape(c) for c in rows[i]) + r" \\")
+        named = (rf"\caption{{{latex_escape(caption)}}}" if not part
+                 else rf"\caption{{Table~\ref{{{label}}}, continued.}}")  # fmt: skip
+        floats.append("\n".join([
+            r"\begin{table}[t]",
+            r"\centering",
+            r"\small",
+            named,
+            rf"\label{{{label}}}" if not part else rf"\label{{{label}:{part + 1}}}",
+            r"\setlength{\tabcolsep}{4pt}",
+            rf"\begin{{tabular}}{{{spec}}}",
+            r"\toprule",
+            *head,
+            " & ".join(latex_escape(h) for h in header) + r" \\",
+            r"\midrule",
+            *body,
+            r"\bottomrule",
+            r"\end{tabular}",
+            r"\end{table}",
+        ]))  # fmt: skip
+    return "\n\n".join(floats) + "\n"
+
+
+def _float_parts(count: int, groups: dict[int, str]) -> list[tuple[int, int]]:
+    """[start, stop) row ranges of the floats: whole groups, at most FLOAT_ROWS rows each (a
+    group longer than that alone in its float)."""
+    starts = sorted({0, *groups} & set(range(count))) or [0]
+    bounds = [*starts, count]
+    parts, start = [], 0
+    for begin, end in zip(bounds, bounds[1:], strict=False):
+        if end - start > FLOAT_ROWS and begin > start:
+            parts.append((start, begin))
+            start = begin
+    parts.append((start, count))
+    return parts
