@@ -24,8 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from readme_blocks import spaced, span, table, write
 
 from l1cert.certify import certify_to_tsv
+from l1cert.labels import training_label
 from l1cert.runs import read_run
 from l1cert.utils import parse_radii
 
@@ -56,8 +58,6 @@ LABELS = {"dssn exact": "`dssn` exact", "uniform fixed": "`uniform` fixed",
 
 def summary(verdicts, radii, args) -> str:
     """The README's block: the table per σ and method, and DSSN's ratios against Monte Carlo."""
-    from readme_blocks import spaced, span, table
-
     rows = []
     for sigma, found in verdicts:
         for method, (passes, job, accuracy, loop) in found.items():
@@ -75,10 +75,11 @@ def summary(verdicts, radii, args) -> str:
     ahead = [a - b for x, y in zip(d, fx, strict=True) for a, b in zip(x[2], y[2], strict=True)]
     return "\n".join([
         f"Measured with `python benchmarks/certify_cost.py --skip {args.skip} --repeat "
-        f"{args.repeat}` on the default experiment's {args.training} digits models (every "
-        f"{args.skip}-th test point, {os.cpu_count()}-core CPU; Monte Carlo n0 = 100, n = "
-        f"{spaced(args.n)}, α = 0.001; wall time per point of the whole `certify_to_tsv` call, "
-        "model and data loading included, and of its certify loop alone):",
+        f"{args.repeat}` on the default experiment's {training_label(args.training)} digits "
+        f"models (one test point in {args.skip}, {os.cpu_count()}-core CPU; Monte Carlo "
+        f"n0 = 100, n = {spaced(args.n)}, α = 0.001; wall time per point of the whole "
+        "`certify_to_tsv` call, model and data loading included, and of its certify loop "
+        "alone):",
         "",
         table(head, rows, numeric_from=2),
         "",
@@ -149,8 +150,6 @@ def main() -> None:
               f"(loop) than fixed; dssn minus uniform fixed, points of %: "
               f"{', '.join(ahead)}")  # fmt: skip
     if args.readme:
-        from readme_blocks import write
-
         write({"certify-cost": summary(verdicts, radii, args)},
               f"python benchmarks/certify_cost.py --skip {args.skip} --repeat {args.repeat} "
               "--readme")  # fmt: skip

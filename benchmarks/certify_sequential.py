@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from readme_blocks import spaced, span, table, write
 
 from l1cert import sequential
 from l1cert.certify import certify_to_tsv
@@ -79,7 +80,6 @@ def draws(run_path: Path) -> np.ndarray:
 def summary(records: list[dict], skip: int, n: int, repeat: int) -> str:
     """The README's block: forward passes and wall time, fixed against sequential, in total, per
     noise and per σ, and what the points that ran to the cap were."""
-    from readme_blocks import spaced, span, table
 
     def ratios(group):
         fixed, seq = sum(r["fixed_draws"] for r in group), sum(r["seq_draws"] for r in group)
@@ -179,8 +179,6 @@ def main() -> None:
     text = summary(records, args.skip, args.n, args.repeat)
     print(text)
     if args.readme:
-        from readme_blocks import write
-
         write({"sequential": text}, f"python benchmarks/certify_sequential.py --skip {args.skip} "
               f"--repeat {args.repeat} --readme")  # fmt: skip
 

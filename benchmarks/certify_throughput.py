@@ -33,6 +33,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from readme_blocks import spaced, table, write  # noqa: E402
 
 from l1cert.data import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
 from l1cert.models import build_model  # noqa: E402
@@ -196,8 +197,6 @@ def main() -> None:
     print(f"today / limit = {today_rate / limit:.3f} in draws/s (target >= 0.9)")
     print("targets (CPU, compiled, fp32): >= 1.7x Cohen-style and >= 1.25x today, per job")
     if args.readme:
-        from readme_blocks import write
-
         command = " ".join(["python benchmarks/certify_throughput.py", *sys.argv[1:]])
         write({"certify-throughput": summary(rate, job, setup, where, command)}, command)
 
@@ -205,8 +204,6 @@ def main() -> None:
 def summary(rate: dict, job: dict, setup: dict, where: str, command: str) -> str:
     """The README's block: draws/s and the extrapolated job per method, against Cohen et al.'s
     loop and today's eager forward."""
-    from readme_blocks import spaced, table
-
     base, today = job["Cohen-style (NCHW)"], job["eager channels-last (today)"]
     labels = {"bare forward (limit)": "bare forward (the limit)",
               "Cohen-style (NCHW)": "Cohen-style loop (NCHW)",

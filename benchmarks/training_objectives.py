@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from readme_blocks import span, table, write
 
 from l1cert import sequential
 from l1cert.analysis import average_certified_radius, envelopes
@@ -113,8 +114,6 @@ def objectives_table(found: dict) -> list[str]:
 def objectives_block(found: dict, consistency: dict) -> str:
     """The README's block: ACR per objective (ratio to Type 1's), the time per example, the
     target's verdict."""
-    from readme_blocks import span, table
-
     names = {"laplace": "Laplace", "uniform": "uniform", "dssn": "DSSN"}
     rows = []
     for (sigma, noise), by in found.items():
@@ -197,8 +196,6 @@ def box_table(curves, radii) -> list[str]:
 
 def box_block(curves, radii) -> str:
     """The README's block: Type 1's envelopes, plain against box, and how far the box goes."""
-    from readme_blocks import table
-
     rows = []
     for noise, plain, box in BOXES:
         for name in (plain, box):
@@ -241,8 +238,6 @@ def main(argv=None) -> int:
     print("\n".join(objectives_table(found)))
     print("\n".join(box_table(curves, radii)))
     if args.readme:
-        from readme_blocks import write
-
         write({"training-objectives": objectives_block(found, consistency_settings()),
                "box-envelope": box_block(curves, radii)},
               "python benchmarks/training_objectives.py --readme")  # fmt: skip
