@@ -16,15 +16,15 @@ accuracy at the report radii of each (DSSN against the uniform envelope of the s
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import yaml
-from readme_blocks import spaced, span, table, write
+from readme_blocks import command, machine, made_by, spaced, span, table, write
 
 from l1cert.certify import certify_to_tsv
 from l1cert.labels import training_label
@@ -56,40 +56,54 @@ LABELS = {"dssn exact": "`dssn` exact", "uniform fixed": "`uniform` fixed",
           "uniform sequential": "`uniform` sequential"}  # fmt: skip
 
 
-def summary(verdicts, radii, args) -> str:
+class Cost(NamedTuple):
+    """One method's measurement at one σ, per point."""
+
+    passes: float  # forward passes
+    job: float  # seconds of the whole job
+    accuracy: list[float]  # certified accuracy (%) at each radius
+    loop: float  # seconds of the certify loop alone
+
+
+def _ms(seconds: float) -> str:
+    return f"{1000 * seconds:.3g}" if seconds < 0.1 else spaced(1000 * seconds)
+
+
+def summary(verdicts: list[tuple[float, dict[str, Cost]]], radii, args) -> str:
     """The README's block: the table per σ and method, and DSSN's ratios against Monte Carlo."""
     rows = []
     for sigma, found in verdicts:
-        for method, (passes, job, accuracy, loop) in found.items():
-            label = LABELS[method] + (f" (L = {passes:.0f})" if method == "dssn exact" else "")
-            shown = " / ".join(f"{a:.1f}" for a in accuracy)
-            rows.append([f"{sigma:g}", label, spaced(passes), f"{1000 * job:.3g}",
-                         f"{1000 * loop:.3g}", shown])  # fmt: skip
+        for method, cost in found.items():
+            label = LABELS[method] + (f" (L = {cost.passes:.0f})" if "dssn" in method else "")
+            rows.append([f"{sigma:g}", label, spaced(cost.passes), _ms(cost.job), _ms(cost.loop),
+                         " / ".join(f"{a:.1f}" for a in cost.accuracy)])  # fmt: skip
     head = ["σ", "method", "forward passes / point", "ms / point (job)",
             "ms / point (certify loop)",
             "certified accuracy % at r = " + " / ".join(f"{r:g}" for r in radii)]  # fmt: skip
-    d = [f["dssn exact"] for _, f in verdicts]
-    fx = [f["uniform fixed"] for _, f in verdicts]
-    sq = [f["uniform sequential"] for _, f in verdicts]
-    sigmas = " / ".join(f"{s:g}" for s, _ in verdicts)
-    ahead = [a - b for x, y in zip(d, fx, strict=True) for a, b in zip(x[2], y[2], strict=True)]
+    dssn = [found["dssn exact"] for _, found in verdicts]
+    fixed = [found["uniform fixed"] for _, found in verdicts]
+    seq = [found["uniform sequential"] for _, found in verdicts]
+
+    def ratios(of, field):
+        return [getattr(m, field) / getattr(d, field) for m, d in zip(of, dssn, strict=True)]
+
+    ahead = [a - b for d, f in zip(dssn, fixed, strict=True)
+             for a, b in zip(d.accuracy, f.accuracy, strict=True)]  # fmt: skip
     return "\n".join([
-        f"Measured with `python benchmarks/certify_cost.py --skip {args.skip} --repeat "
-        f"{args.repeat}` on the default experiment's {training_label(args.training)} digits "
-        f"models (one test point in {args.skip}, {os.cpu_count()}-core CPU; Monte Carlo "
-        f"n0 = 100, n = {spaced(args.n)}, α = 0.001; wall time per point of the whole "
-        "`certify_to_tsv` call, model and data loading included, and of its certify loop "
-        "alone):",
+        f"Measured with `{command(readme=False)}` on the default experiment's "
+        f"{training_label(args.training)} digits models (one test point in {args.skip}, "
+        f"{machine()}, {args.threads} threads; Monte Carlo n0 = 100, n = {spaced(args.n)}, "
+        "α = 0.001; wall time per point of the whole `certify_to_tsv` call, model and data "
+        "loading included, and of its certify loop alone):",
         "",
         table(head, rows, numeric_from=2),
         "",
-        f"DSSN takes {span([f[0] / x[0] for f, x in zip(fx, d, strict=True)], spaced)}× "
-        f"fewer forward passes than fixed sampling and "
-        f"{span([s[0] / x[0] for s, x in zip(sq, d, strict=True)], spaced)}× fewer than "
-        f"sequential sampling; its certify loop is "
-        + " / ".join(f"{s[3] / x[3]:.1f}×" for s, x in zip(sq, d, strict=True))
-        + f" shorter than sequential's at σ = {sigmas} (whole jobs, loading included: "
-        + " / ".join(f"{s[1] / x[1]:.1f}×" for s, x in zip(sq, d, strict=True))
+        f"DSSN takes {span(ratios(fixed, 'passes'), spaced)}× fewer forward passes than fixed "
+        f"sampling and {span(ratios(seq, 'passes'), spaced)}× fewer than sequential sampling; "
+        "its certify loop is " + " / ".join(f"{r:.1f}×" for r in ratios(seq, "loop"))
+        + " shorter than sequential's at σ = " + " / ".join(f"{s:g}" for s, _ in verdicts)
+        + " (whole jobs, loading included: "
+        + " / ".join(f"{r:.1f}×" for r in ratios(seq, "job"))
         + "). Its certified accuracy minus uniform noise's (fixed sampling) at the same σ and "
         f"radius: {min(ahead):+.1f} to {max(ahead):+.1f} points.",
     ])  # fmt: skip
@@ -115,12 +129,13 @@ def main() -> None:
     header = (f"{'sigma':>5} {'method':<19} {'passes/pt':>10} {'job ms/pt':>9} "
               f"{'loop ms/pt':>10}  certified accuracy %")  # fmt: skip
     print(header)
-    verdicts = []
+    verdicts, used = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for sigma in params["sweep"]["sigmas"]:
             found = {}
             for method, (noise, options) in METHODS.items():
                 model = models / f"{noise}-{args.training}-s{sigma}" / "model.pt"
+                used.append(model)
                 extra = (
                     {"n0": 100, "n": args.n, "alpha": 0.001, "seed": 0} if noise != "dssn" else {}
                 )
@@ -132,7 +147,7 @@ def main() -> None:
                 passes = float(np.mean(run.passes))
                 accuracy = 100 * run.accuracy(bound, radii)
                 loop = run.certify_seconds / run.points  # the certify loop, setup left out
-                found[method] = (passes, seconds / run.points, accuracy, loop)
+                found[method] = Cost(passes, seconds / run.points, list(accuracy), loop)
                 shown = " ".join(f"{a:5.1f}" for a in accuracy)
                 job = 1000 * seconds / run.points
                 print(f"{sigma:>5} {method:<19} {passes:>10,.0f} {job:>9.3f} "
@@ -143,16 +158,15 @@ def main() -> None:
     )
     for sigma, found in verdicts:
         d, f, s = found["dssn exact"], found["uniform fixed"], found["uniform sequential"]
-        ahead = [f"{r:g}: {dp - fp:+.1f}" for r, dp, fp in zip(radii, d[2], f[2], strict=True)]
-        print(f"sigma {sigma}: passes {f[0] / d[0]:,.0f}x fewer than fixed, "
-              f"{s[0] / d[0]:,.1f}x fewer than sequential; time per point {s[1] / d[1]:,.1f}x "
-              f"(job) and {s[3] / d[3]:,.1f}x (loop) shorter than sequential, {f[3] / d[3]:,.0f}x "
-              f"(loop) than fixed; dssn minus uniform fixed, points of %: "
-              f"{', '.join(ahead)}")  # fmt: skip
+        ahead = [f"{r:g}: {dp - fp:+.1f}"
+                 for r, dp, fp in zip(radii, d.accuracy, f.accuracy, strict=True)]  # fmt: skip
+        print(f"sigma {sigma}: passes {f.passes / d.passes:,.0f}x fewer than fixed, "
+              f"{s.passes / d.passes:,.1f}x fewer than sequential; time per point "
+              f"{s.job / d.job:,.1f}x (job) and {s.loop / d.loop:,.1f}x (loop) shorter than "
+              f"sequential, {f.loop / d.loop:,.0f}x (loop) than fixed; dssn minus uniform "
+              f"fixed, points of %: {', '.join(ahead)}")  # fmt: skip
     if args.readme:
-        write({"certify-cost": summary(verdicts, radii, args)},
-              f"python benchmarks/certify_cost.py --skip {args.skip} --repeat {args.repeat} "
-              "--readme")  # fmt: skip
+        write({"certify-cost": summary(verdicts, radii, args)}, made_by(used))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ two certified-accuracy tables (every bound, every report radius, in points of %)
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -22,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from readme_blocks import spaced, span, table, write
+from readme_blocks import command, machine, made_by, spaced, span, table, write
 
 from l1cert import sequential
 from l1cert.certify import certify_to_tsv
+from l1cert.labels import noise_label
 from l1cert.runs import read_run
 from l1cert.utils import parse_radii
 
@@ -77,53 +77,53 @@ def draws(run_path: Path) -> np.ndarray:
     return np.asarray(table.column("n0", int)) + np.asarray(table.column("n", int))
 
 
-def summary(records: list[dict], skip: int, n: int, repeat: int) -> str:
+def summary(records: list[dict], n: int, threads: int, repeat: int) -> str:
     """The README's block: forward passes and wall time, fixed against sequential, in total, per
-    noise and per σ, and what the points that ran to the cap were."""
+    noise and per σ, and why points ran to the cap."""
 
-    def ratios(group):
-        fixed, seq = sum(r["fixed_draws"] for r in group), sum(r["seq_draws"] for r in group)
-        t_fixed, t_seq = sum(r["fixed_s"] for r in group), sum(r["seq_s"] for r in group)
-        return fixed, seq, t_fixed, t_seq
+    def totals(group):
+        """Draws and seconds, fixed and sequential, summed over the group's models."""
+        return [sum(r[key] for r in group) for key in ("fixed_draws", "seq_draws", "fixed_s",
+                                                        "seq_s")]  # fmt: skip
 
-    fixed, seq, t_fixed, t_seq = ratios(records)
+    fixed, seq, t_fixed, t_seq = totals(records)
     rows = [[f"all {len(records)}", f"{fixed / 1e6:.0f} M / {seq / 1e6:.0f} M: "
              f"{fixed / seq:.1f}× fewer", f"{t_fixed:.0f} s / {t_seq:.0f} s: "
              f"{t_fixed / t_seq:.1f}× shorter"]]  # fmt: skip
-    noises = list(dict.fromkeys(r["noise"] for r in records))
-    for noise in noises:
-        f, s_, tf, ts = ratios([r for r in records if r["noise"] == noise])
-        rows.append([noise, f"{f / s_:.1f}× fewer", f"{tf / ts:.1f}×"])
+    by_noise = {}
+    for r in records:
+        by_noise.setdefault(r["noise"], []).append(r)
+    for noise, group in by_noise.items():
+        f, s_, tf, ts = totals(group)
+        rows.append([noise_label(noise), f"{f / s_:.1f}× fewer", f"{tf / ts:.1f}×"])
     sigmas = sorted({r["sigma"] for r in records}, key=float)
-    by_sigma = [ratios([r for r in records if r["sigma"] == s]) for s in sigmas]
+    by_sigma = [totals([r for r in records if r["sigma"] == s]) for s in sigmas]
     rows.append([f"σ = {' / '.join(sigmas)}",
                  " / ".join(f"{f / s_:.1f}×" for f, s_, *_ in by_sigma) + " fewer",
                  " / ".join(f"{tf / ts:.1f}×" for *_, tf, ts in by_sigma)])  # fmt: skip
-    medians = {noise: [r["median"] for r in records if r["noise"] == noise] for noise in noises}
-    at_cap = {noise: [r for r in records if r["noise"] == noise] for noise in noises}
     worst = max(records, key=lambda r: r["diff"])
-    lines = [
-        f"Measured with `python benchmarks/certify_sequential.py --skip {skip} --repeat {repeat}` "
-        f"on the default experiment's {len(records)} Monte Carlo digits models "
-        f"({worst['points']} test points each, n0 = 100, n = {spaced(n)}, α = {ALPHA}; "
-        f"{os.cpu_count()}-core CPU; wall time the shorter of {repeat} runs):",
+    points = {r["points"] for r in records}
+    return "\n".join([
+        f"Measured with `{command(readme=False)}` on the default experiment's {len(records)} "
+        f"Monte Carlo digits models ({span(points, '{:d}')} test points each, n0 = 100, "
+        f"n = {spaced(n)}, α = {ALPHA}; {machine()}, {threads} threads; wall time the shortest "
+        f"of {repeat} runs):",
         "",
         table(["models", "forward passes, fixed / sequential", "wall time"], rows),
         "",
         f"The certified-accuracy tables of the two runs differed by at most {worst['diff']:.2f} "
-        f"points in any cell, for any bound and radius (one test point is "
-        f"{100 / worst['points']:.2f} points). Median draws per point, by noise: "
-        + "; ".join(f"{noise} {span(m, spaced)}" for noise, m in medians.items())  # fmt: skip
-        + ". Points that ran to the cap, because the table's top bucket needs the cap / because "
-        "their vote share lies within the cap's margin of a bucket edge: "
-        + "; ".join(
-            f"{noise} {span([100 * r['top'] for r in g], '{:.0f}')} % / "
-            f"{span([100 * r['edge'] for r in g], '{:.0f}')} %"
-            for noise, g in at_cap.items()
-        )  # fmt: skip
-        + " of a model's points.",
-    ]
-    return "\n".join(lines)
+        f"points in any cell, for any bound and radius (one test point of "
+        f"{worst['points']} is {100 / worst['points']:.2f} points). Median draws per point: "
+        + "; ".join(f"{noise_label(noise)} {span([r['median'] for r in group], spaced)}"
+                    for noise, group in by_noise.items())  # fmt: skip
+        + ". Share of a model's points that ran to the cap because only the cap reaches the "
+        "table's top bucket of a point-free bound / for another reason (within the cap's margin "
+        "of a bucket edge, or a box bound's top bucket): "
+        + "; ".join(f"{noise_label(noise)} {span([100 * r['top'] for r in group], '{:.0f}')} % / "
+                    f"{span([100 * r['edge'] for r in group], '{:.0f}')} %"
+                    for noise, group in by_noise.items())  # fmt: skip
+        + ".",
+    ])  # fmt: skip
 
 
 def main() -> None:
@@ -176,11 +176,10 @@ def main() -> None:
                 f"{np.percentile(d_seq, 90):>8.0f}{capped.mean():>8.0%}{diff:>9.2f}pt"
                 f"  top bucket {record['top']:.0%}, bucket edge {record['edge']:.0%}"
             )
-    text = summary(records, args.skip, args.n, args.repeat)
+    text = summary(records, args.n, args.threads, args.repeat)
     print(text)
     if args.readme:
-        write({"sequential": text}, f"python benchmarks/certify_sequential.py --skip {args.skip} "
-              f"--repeat {args.repeat} --readme")  # fmt: skip
+        write({"sequential": text}, made_by(models))
 
 
 if __name__ == "__main__":

@@ -28,13 +28,11 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="induct
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from readme_blocks import spaced, table, write  # noqa: E402
+from readme_blocks import command, machine, made_by, spaced, table, write  # noqa: E402
 
 from l1cert.data import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
 from l1cert.models import build_model  # noqa: E402
@@ -76,19 +74,6 @@ def bare_forward(model, x, draws: int, batch: int):
                 remaining -= size
 
     return run
-
-
-def cpu_name() -> str:
-    """'2-core AMD EPYC CPU without native bf16': what decides the CPU rows, bf16's above all."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        info = ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                  if line.startswith("model name")), "")  # fmt: skip
-    native = any(flag in info.split() for flag in ("avx512_bf16", "amx_bf16"))
-    return (f"{os.cpu_count()}-core {model + ' ' if model else ''}CPU "
-            f"{'with' if native else 'without'} native bf16")  # fmt: skip
 
 
 def cohen_style(model, x, batch: int, num_classes: int, scale: float, seed: int):
@@ -187,7 +172,7 @@ def main() -> None:
     for name in full:
         rate[name] = args.n / max(seconds[name] - seconds_n0[name], 1e-9)
         job[name] = setup[name] + JOB_POINTS * (seconds_n0[name] + JOB_N / rate[name])
-    where = torch.cuda.get_device_name() if device.type == "cuda" else cpu_name()
+    where = torch.cuda.get_device_name() if device.type == "cuda" else machine()
     print(
         f"ResNet-20, 3x32x32, {where}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}, laplace sigma={args.sigma}, batch {args.batch}, best of "
@@ -211,11 +196,10 @@ def main() -> None:
     print(f"today / limit = {today_rate / limit:.3f} in draws/s (target >= 0.9)")
     print("targets (CPU, compiled, fp32): >= 1.7x Cohen-style and >= 1.25x today, per job")
     if args.readme:
-        command = " ".join(["python benchmarks/certify_throughput.py", *sys.argv[1:]])
-        write({"certify-throughput": summary(rate, job, setup, where, command)}, command)
+        write({"certify-throughput": summary(rate, job, setup, where)}, made_by())
 
 
-def summary(rate: dict, job: dict, setup: dict, where: str, command: str) -> str:
+def summary(rate: dict, job: dict, setup: dict, where: str) -> str:
     """The README's block: draws/s and the extrapolated job per method, against Cohen et al.'s
     loop and today's eager forward."""
     base, today = job["Cohen-style (NCHW)"], job["eager channels-last (today)"]
@@ -227,7 +211,8 @@ def summary(rate: dict, job: dict, setup: dict, where: str, command: str) -> str
              f"{spaced(job[name])} s", f"{base / job[name]:.2f}×", f"{today / job[name]:.2f}×"]
             for name in job]  # fmt: skip
     return "\n".join([
-        f"Measured with `{command}` (CIFAR ResNet-20 on {where}, torch {torch.__version__}, "
+        f"Measured with `{command(readme=False)}` (CIFAR ResNet-20 on {where}, torch "
+        f"{torch.__version__}, "
         f"{torch.get_num_threads()} threads; a job of {JOB_POINTS} points × "
         f"{spaced(JOB_N0 + JOB_N)} draws, extrapolated from the draws/s, its setup — "
         "compiling from an empty cache — included):",

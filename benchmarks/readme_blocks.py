@@ -9,13 +9,15 @@ Every number README.md quotes from a run sits in a block
 
 that COMMAND (a script of benchmarks/ with `--readme`) writes from its own measurement,
 recording the digest of the code that decides the models and their certificates (the train and
-certify stages' modules). `tests/test_readme.py` fails when a block was made by other code, so
+certify stages' modules), once it has checked that its models and certify files were made by
+that code (`made_by`). `tests/test_readme.py` fails when a block was made by other code, so
 a change to what decides a number is not done until the benchmarks that quote it have been
 rerun. The prose around a block says what to read in it and quotes no number of its own.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -38,6 +40,30 @@ def current_code() -> str:
     return code_digest("train", "certify")["sha256"][:16]
 
 
+def made_by(models=(), sidecars=()) -> str:
+    """The digest to record for a measurement: the current code's, once every model it used
+    was trained by the current train code (its checkpoint's `code`) and every certify file it
+    read was made by the current certify code; otherwise exit, naming the stale input."""
+    train, certify = code_digest("train")["sha256"], code_digest("certify")["sha256"]
+    for path in models:
+        import torch
+
+        meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
+        if (meta.get("code") or {}).get("sha256") != train:
+            sys.exit(f"{path} was trained by other code: retrain it (the default experiment)")
+    for path, side in sidecars:
+        if side["result"]["code"]["sha256"] != certify:
+            sys.exit(f"{path} was certified by other code: rerun the run that made it")
+    return current_code()
+
+
+def command(readme: bool = True) -> str:
+    """The running benchmark's command line, as the README quotes it (`readme`: with its
+    `--readme`, which writes the block; without, the measurement alone)."""
+    args = [a for a in sys.argv[1:] if readme or a != "--readme"]
+    return " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *args])
+
+
 def render(readme: str, blocks: dict[str, str], command: str, digest: str) -> str:
     """`readme` with the named blocks' bodies replaced (each must be there already)."""
     missing = set(blocks) - {m["name"] for m in BLOCK.finditer(readme)}
@@ -55,10 +81,24 @@ def render(readme: str, blocks: dict[str, str], command: str, digest: str) -> st
     return BLOCK.sub(fill, readme)
 
 
-def write(blocks: dict[str, str], command: str, readme: Path = README) -> None:
-    """Write the blocks into README.md as made by the current code and `command`."""
-    atomic_write_text(readme, render(readme.read_text(), blocks, command, current_code()))
+def write(blocks: dict[str, str], digest: str, readme: Path = README) -> None:
+    """Write the blocks into README.md as made by the code of `digest` (`made_by`) and this
+    command."""
+    atomic_write_text(readme, render(readme.read_text(), blocks, command(), digest))
     print(f"wrote {', '.join(blocks)} into {readme}", file=sys.stderr)
+
+
+def machine() -> str:
+    """'2-core AMD EPYC CPU without native bf16': the CPU a measurement ran on."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                  if line.startswith("model name")), "")  # fmt: skip
+    native = any(flag in info.split() for flag in ("avx512_bf16", "amx_bf16"))
+    return (f"{os.cpu_count()}-core {model + ' ' if model else ''}CPU "
+            f"{'with' if native else 'without'} native bf16")  # fmt: skip
 
 
 def table(head: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
@@ -76,6 +116,9 @@ def spaced(number: float) -> str:
 def span(values, fmt="{:.1f}", unit: str = "") -> str:
     """'a–b' of the smallest and largest value (one value if they print alike); `fmt` a format
     string or a function."""
+    values = list(values)
+    if not values:
+        return "none"
     show = fmt if callable(fmt) else fmt.format
     low, high = show(min(values)), show(max(values))
     return f"{low}{unit}" if low == high else f"{low}–{high}{unit}"

@@ -3,11 +3,11 @@ quotes a run of the current code and nothing typed by hand.
 
     python benchmarks/readme_numbers.py --run DIR      # run it in a copy of the project, timed
     python benchmarks/readme_numbers.py                # or read a finished run's results/
-    python benchmarks/readme_numbers.py --check        # exit 1 if README.md is not current
 
 It writes the run's settings (the hero figure's caption), its envelope table, an excerpt of
 `dvc metrics show` and, with `--run`, the run's wall time (install excluded), as the blocks of
-`benchmarks/readme_blocks.py`; their certify files must have been made by the current code.
+`benchmarks/readme_blocks.py`; its models and certify files must have been made by the current
+code.
 """
 
 from __future__ import annotations
@@ -15,21 +15,18 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from readme_blocks import README, ROOT, current_code, render, spaced, table, write
+from readme_blocks import README, ROOT, machine, made_by, spaced, table, write
 
 from l1cert.labels import bound_label, training_label
 from l1cert.layout import HEADLINE, all_bounds
-from l1cert.provenance import code_digest
 
 PROJECT = ["Snakefile", "params.yaml", "workflow", "config"]
-COMMAND = "python benchmarks/readme_numbers.py"
 
 
 def _envelope(results: Path) -> tuple[list[str], list[dict]]:
@@ -44,13 +41,6 @@ def _sidecars(results: Path) -> list[dict]:
     if not files:
         sys.exit(f"no merged certify files under {results}/certify: run the default experiment")
     return [json.loads(p.read_text()) for p in files]
-
-
-def _digest(sidecars: list[dict]) -> str:
-    digests = {side["result"]["code"]["sha256"] for side in sidecars}
-    if len(digests) != 1:
-        sys.exit("the certify files were made by different code: rerun the default experiment")
-    return digests.pop()
 
 
 def envelope_table(results: Path) -> str:
@@ -115,7 +105,7 @@ def metrics_excerpt(results: Path, rows: int = 3) -> str:
 def run_time(seconds: float) -> str:
     minutes, rest = divmod(round(seconds), 60)
     return (f"*Measured: the default experiment took {minutes} min {rest} s (install excluded) "
-            f"on {len(os.sched_getaffinity(0))} cores.*")  # fmt: skip
+            f"on a {machine()}.*")  # fmt: skip
 
 
 def blocks(results: Path, sidecars: list[dict] | None = None) -> dict[str, str]:
@@ -152,26 +142,18 @@ def main() -> None:
     )
     parser.add_argument("--results", type=Path, default=ROOT / "results")
     parser.add_argument("--readme", type=Path, default=README)
-    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is not current")
     args = parser.parse_args()
     seconds = None
     if args.run:
         args.results, seconds = run_default_experiment(args.run)
-    current = code_digest("certify")["sha256"]
+    files = sorted((args.results / "certify").glob("*/*.json"))
     sidecars = _sidecars(args.results)
-    made = _digest(sidecars)
-    if made != current:
-        sys.exit(f"{args.results} was made by code {made[:16]}, not the current {current[:16]}: "
-                 "rerun the default experiment first")  # fmt: skip
+    models = sorted((args.results / "models").glob("*/*/model.pt"))
+    digest = made_by(models, list(zip(files, sidecars, strict=True)))
     written = blocks(args.results, sidecars)
     if seconds is not None:
         written["default-run-time"] = run_time(seconds)
-    if args.check:
-        text = args.readme.read_text()
-        same = render(text, written, COMMAND, current_code()) == text
-        print("README.md is current" if same else "README.md is not current")
-        sys.exit(0 if same else 1)
-    write(written, COMMAND + (" --run DIR" if args.run else ""), args.readme)
+    write(written, digest, args.readme)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ with --results), then prints, for σ = 0.5 and 1.0 and the Laplace, uniform and 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -27,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from readme_blocks import span, table, write
+from readme_blocks import made_by, span, table, write
 
 from l1cert import sequential
 from l1cert.analysis import average_certified_radius, envelopes
@@ -131,7 +132,7 @@ def objectives_block(found: dict, consistency: dict) -> str:
         "",
         "Training time per example, relative to `type1`'s: "
         + ", ".join(f"{o} {span(t, '{:.2f}', '×')}" for o, t in slower.items())
-        + " (two jobs at a time on the machine's cores, so the seconds are noisy). "
+        + f" ({os.cpu_count()} jobs at a time, one per core, so the seconds are noisy). "
         "The target, consistency's ACR at least 1.1 × Type 1's for two of the three noises at "
         "no more than 2.5 × its training time: " + "; ".join(consistency_target(found)) + ".",
     ])  # fmt: skip
@@ -150,7 +151,7 @@ def pair_radius(run, plain: str) -> np.ndarray:
                                                                    ends.pb_upper), 0.0)  # fmt: skip
 
 
-BOXES = (("uniform", "uniform", "uniform_box"), ("split", "ssn", "ssn_box"))
+BOXES = {"uniform": ("uniform", "uniform_box"), "split": ("ssn", "ssn_box")}  # noise: plain, box
 
 
 def box_curves(runs, radii) -> dict:
@@ -159,7 +160,7 @@ def box_curves(runs, radii) -> dict:
 
     curves = {}
     for objective in OBJECTIVES:
-        for noise, plain, box in BOXES:
+        for noise, (plain, box) in BOXES.items():
             mine = [r for r in runs if r.noise == noise and r.training == objective]
             paired = [replace(r, bound_radii={"pair": pair_radius(r, plain)},
                               hits={"pair": r.hits[box]}) for r in mine]  # fmt: skip
@@ -173,7 +174,7 @@ def box_target(curves) -> tuple[bool, list]:
     """The box envelope never below the plain one and above it somewhere, for every objective?"""
     misses = []
     for (objective, noise), found in curves.items():
-        plain, box = next((p, b) for n, p, b in BOXES if n == noise)
+        plain, box = BOXES[noise]
         never_below = bool(np.all(found[box] >= found[plain] - 1e-12))
         above = bool(np.any(found[box] > found[plain] + 1e-12))
         if not (never_below and above):
@@ -184,7 +185,7 @@ def box_target(curves) -> tuple[bool, list]:
 def box_table(curves, radii) -> list[str]:
     lines = ["envelope over sigma, % certified at l1 radius " + " ".join(f"{r:g}" for r in radii)]
     for (objective, noise), found in curves.items():
-        plain, box = next((p, b) for n, p, b in BOXES if n == noise)
+        plain, box = BOXES[noise]
         for name in (plain, "pair", box):
             lines.append(f"  {objective:<12} {name:<12}"
                          + " ".join(f"{100 * a:5.1f}" for a in found[name]))  # fmt: skip
@@ -197,13 +198,13 @@ def box_table(curves, radii) -> list[str]:
 def box_block(curves, radii) -> str:
     """The README's block: Type 1's envelopes, plain against box, and how far the box goes."""
     rows = []
-    for noise, plain, box in BOXES:
+    for noise, (plain, box) in BOXES.items():
         for name in (plain, box):
             rows.append([f"`{name}`", *(f"{100 * a:.1f}" for a in curves["type1", noise][name])])
-    gain = max(100 * float(np.max(f[b] - f[p])) for (o, n), f in curves.items()
-               for nn, p, b in BOXES if nn == n)  # fmt: skip
-    own = max(100 * float(np.max(f[b] - f["pair"])) for (o, n), f in curves.items()
-              for nn, p, b in BOXES if nn == n)  # fmt: skip
+    gain = max(100 * float(np.max(found[BOXES[noise][1]] - found[BOXES[noise][0]]))
+               for (_, noise), found in curves.items())  # fmt: skip
+    own = max(100 * float(np.max(found[BOXES[noise][1]] - found["pair"]))
+              for (_, noise), found in curves.items())  # fmt: skip
     met, misses = box_target(curves)
     verdict = ("never below the plain one at any radius and above it somewhere, for every "
                "objective" if met else f"missed: {misses}")  # fmt: skip
@@ -232,15 +233,17 @@ def main(argv=None) -> int:
     per_example = 1.0 / (epochs(args.results) * TRAIN_IMAGES)
     radii = [0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2]
     print(f"digits, {CONFIG}: {len(runs)} models, fixed sampling; training seconds from each "
-          f"checkpoint, measured on {os.cpu_count()} CPUs with Snakemake's default profile (two "
-          "jobs at a time, so the times are noisy)")  # fmt: skip
+          f"checkpoint, measured on {os.cpu_count()} CPUs with Snakemake's default profile (a "
+          "job per core, so the times are noisy)")  # fmt: skip
     found, curves = measure(runs, per_example), box_curves(runs, radii)
     print("\n".join(objectives_table(found)))
     print("\n".join(box_table(curves, radii)))
     if args.readme:
+        files = sorted((args.results / "certify" / "digits").glob("*.json"))
+        digest = made_by(sorted((args.results / "models" / "digits").glob("*/model.pt")),
+                         [(f, json.loads(f.read_text())) for f in files])  # fmt: skip
         write({"training-objectives": objectives_block(found, consistency_settings()),
-               "box-envelope": box_block(curves, radii)},
-              "python benchmarks/training_objectives.py --readme")  # fmt: skip
+               "box-envelope": box_block(curves, radii)}, digest)  # fmt: skip
     return 0
 
 

@@ -34,8 +34,9 @@ def test_every_measured_block_of_the_readme_comes_from_the_current_code():
     text = (ROOT / "README.md").read_text()
     found = list(blocks.BLOCK.finditer(text))
     names = {m["name"] for m in found}
-    assert {"default-run-time", "default-run-envelope", "sequential", "certify-cost",
-            "certify-throughput", "training-objectives", "box-envelope"} <= names  # fmt: skip
+    assert names == {"default-run-time", "default-run-settings", "default-run-envelope",
+                     "default-run-metrics", "sequential", "certify-cost", "certify-throughput",
+                     "training-objectives", "box-envelope"}  # fmt: skip
     opened = [line for line in text.splitlines() if line.startswith("<!-- measured:")]
     assert len(opened) == len(found)  # none left unclosed
     current = blocks.current_code()
@@ -46,8 +47,8 @@ def test_every_measured_block_of_the_readme_comes_from_the_current_code():
             f"README.md's block {match['name']} quotes a run of other code: rerun "
             f"`{made['command']}`"
         )
-        script = made["command"].split()[1]
-        assert (ROOT / script).is_file() and "--readme" in (ROOT / script).read_text()
+        script = (ROOT / made["command"].split()[1]).read_text()
+        assert f'"{match["name"]}' in script, f"{made['command']} does not write {match['name']}"
 
 
 def test_blocks_are_replaced_by_name_and_a_missing_one_is_refused():
@@ -102,30 +103,38 @@ def test_the_sequential_block_sums_and_ranges_the_models():
             ("uniform", "1", 18_000_000, 2_000_000, 3_000, 0.0),
         ]
     ]  # fmt: skip
-    text = _script("certify_sequential").summary(records, 2, 100_000, 2)
+    records[2].update(top=0.3, edge=0.05)
+    text = _script("certify_sequential").summary(records, 100_000, 2, 2)
     assert "| all 3 | 54 M / 12 M: 4.5× fewer | 54 s / 24 s: 2.2× shorter |" in text
-    assert "| laplace | 2.0× fewer | 1.0× |" in text
-    assert "| uniform | 12.0× fewer | 6.0× |" in text
+    assert "| Laplace | 2.0× fewer | 1.0× |" in text
+    assert "| Uniform | 12.0× fewer | 6.0× |" in text
     assert "| σ = 0.5 / 1 | 3.6× / 9.0× fewer | 1.8× / 4.5× |" in text
-    assert "at most 0.56 points" in text and "uniform 1 000–3 000" in text
+    assert "at most 0.56 points" in text and "Uniform 1 000–3 000" in text
+    assert "Laplace 10 % / 20 %; Uniform 10–30 % / 5–20 %." in text
 
 
 def test_the_cost_block_gives_dssn_s_ratios():
     from types import SimpleNamespace
 
-    def methods(d_acc, f_acc):  # (passes, job s, accuracy %, loop s) per point
-        return {"dssn exact": (27, 0.0001, [96.0, 80.0], 0.00005),
-                "uniform fixed": (100_100, 0.05, f_acc, 0.05),
-                "uniform sequential": (2_700, 0.002, f_acc, 0.001)}  # fmt: skip
-
-    verdicts = [(0.5, methods(None, [90.0, 70.0])), (1.0, methods(None, [97.0, 60.0]))]
-    args = SimpleNamespace(skip=2, repeat=1, training="type1", n=100_000)
-    text = _script("certify_cost").summary(verdicts, [0, 0.5], args)
+    script = _script("certify_cost")
+    cost = script.Cost  # (passes, job s, accuracy %, loop s) per point
+    verdicts = [
+        (0.5, {"dssn exact": cost(27, 0.0001, [96.0, 80.0], 0.00005),
+               "uniform fixed": cost(100_100, 0.05, [90.0, 70.0], 0.04),
+               "uniform sequential": cost(2_700, 0.002, [90.0, 70.0], 0.001)}),
+        (1.0, {"dssn exact": cost(55, 0.0002, [90.0, 60.0], 0.0001),
+               "uniform fixed": cost(100_100, 1.2, [97.0, 50.0], 0.05),
+               "uniform sequential": cost(11_000, 0.006, [97.0, 50.0], 0.004)}),
+    ]  # fmt: skip
+    args = SimpleNamespace(skip=2, repeat=1, training="type1", n=100_000, threads=2)
+    text = script.summary(verdicts, [0, 0.5], args)
     assert "| 0.5 | `dssn` exact (L = 27) | 27 | 0.1 | 0.05 | 96.0 / 80.0 |" in text
-    assert "| 1 | `uniform` fixed | 100 100 | 50 | 50 | 97.0 / 60.0 |" in text
-    assert "DSSN takes 3 707× fewer forward passes than fixed sampling and 100× fewer" in text
-    assert "20.0× / 20.0× shorter than sequential's at σ = 0.5 / 1" in text
-    assert "-1.0 to +20.0 points" in text
+    assert "| 1 | `uniform` fixed | 100 100 | 1 200 | 50 | 97.0 / 50.0 |" in text
+    assert "DSSN takes 1 820–3 707× fewer forward passes than fixed sampling" in text
+    assert "and 100–200× fewer than sequential sampling" in text
+    assert "its certify loop is 20.0× / 40.0× shorter than sequential's at σ = 0.5 / 1" in text
+    assert "(whole jobs, loading included: 20.0× / 30.0×)" in text
+    assert "-7.0 to +10.0 points" in text
 
 
 def test_every_benchmark_script_imports():

@@ -873,3 +873,9 @@ def test_a_long_latex_table_is_cut_into_floats_at_its_groups():
     assert [int(i) for i in shown] == list(range(58))
     short = to_latex(["Model", "ACR"], rows[:12], "c", "tab:s", groups={0: "A", 6: "B"})
     assert short.count(r"\begin{table}") == 1 and short.count(r"\addlinespace") == 1
+    full = to_latex(["Model", "ACR"], rows[:FLOAT_ROWS], "c", "tab:f", groups={0: "A", 20: "B"})
+    assert full.count(r"\begin{table}") == 1  # exactly a float's rows: one float
+    packed = to_latex(["Model", "ACR"], rows, "c", "tab:p", groups={0: "A", 10: "B", 20: "C"})
+    assert [p.count("model ") for p in packed.split(r"\end{table}")[:-1]] == [20, 38]
+    alone = to_latex(["Model", "ACR"], rows, "c", "tab:a", groups={0: "A", 50: "B"})
+    assert [p.count("model ") for p in alone.split(r"\end{table}")[:-1]] == [50, 8]

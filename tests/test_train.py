@@ -17,6 +17,7 @@ from l1cert.config import DataConfig, TrainConfig, Type2Config
 from l1cert.data import load_split
 from l1cert.models import load_model
 from l1cert.noise import make_noise
+from l1cert.provenance import code_digest
 from l1cert.train import CHECKPOINT, OUTPUTS, evaluate, train
 from l1cert.utils import L1CertError
 
@@ -65,6 +66,7 @@ def test_type1_digits_is_accurate_under_laplace_noise(type1_run):
     assert (
         meta["scale"] == pytest.approx(0.25 / 2**0.5) and "type2" not in meta
     )  # type1: no type2 section
+    assert meta["code"] == code_digest("train")  # the code that trained it, for benchmarks
     again = evaluate(model, load_split("digits", "test"), make_noise("laplace", 0.25), seed=0)
     assert again == {k: v for k, v in metrics.items() if k != "train_seconds"}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
+from itertools import pairwise
 
 
 def to_csv(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -136,9 +137,8 @@ def _float_parts(count: int, groups: dict[int, str]) -> list[tuple[int, int]]:
     """[start, stop) row ranges of the floats: whole groups, at most FLOAT_ROWS rows each (a
     group longer than that alone in its float)."""
     starts = sorted({0, *groups} & set(range(count))) or [0]
-    bounds = [*starts, count]
     parts, start = [], 0
-    for begin, end in zip(bounds, bounds[1:], strict=False):
+    for begin, end in pairwise([*starts, count]):
         if end - start > FLOAT_ROWS and begin > start:
             parts.append((start, begin))
             start = begin

@@ -29,6 +29,7 @@ from l1cert.fields import config_defaults
 from l1cert.models import build_model, check_fits, load_checkpoint, save_model
 from l1cert.noise import Noise, noise_class
 from l1cert.objectives import OBJECTIVES, train_step
+from l1cert.provenance import code_digest
 from l1cert.utils import (
     L1CertError,
     atomic_path,
@@ -134,6 +135,7 @@ def train(
         "metrics": metrics,
         "log": log,  # so train-log.csv can be restored once the resume checkpoint is gone
         "l1cert_version": __version__,
+        "code": code_digest("train"),  # the code that trained it: benchmarks quote current models
     }
     save_model(out / "model.pt", model, meta, noise.state())
     atomic_write_text(out / "metrics.json", json_text(metrics))
