@@ -17,6 +17,7 @@ rerun. The prose around a block says what to read in it and quotes no number of 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -40,21 +41,27 @@ def current_code() -> str:
     return code_digest("train", "certify")["sha256"][:16]
 
 
-def made_by(models=(), sidecars=()) -> str:
+def made_by(models=(), certified=()) -> str:
     """The digest to record for a measurement: the current code's, once every model it used
     was trained by the current train code (its checkpoint's `code`) and every certify file it
-    read was made by the current certify code; otherwise exit, naming the stale input."""
+    read (the sidecars) was made by the current certify code; otherwise exit, naming the stale
+    input."""
+    from l1cert.models import load_checkpoint
+
     train, certify = code_digest("train")["sha256"], code_digest("certify")["sha256"]
     for path in models:
-        import torch
-
-        meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
-        if (meta.get("code") or {}).get("sha256") != train:
+        if (load_checkpoint(path)["meta"].get("code") or {}).get("sha256") != train:
             sys.exit(f"{path} was trained by other code: retrain it (the default experiment)")
-    for path, side in sidecars:
-        if side["result"]["code"]["sha256"] != certify:
+    for path in certified:
+        if json.loads(Path(path).read_text())["result"]["code"]["sha256"] != certify:
             sys.exit(f"{path} was certified by other code: rerun the run that made it")
     return current_code()
+
+
+def made_by_run(results: Path) -> str:
+    """`made_by` for a pipeline run's results/: its models and its merged certify files."""
+    return made_by(sorted(results.glob("models/*/*/model.pt")),
+                   sorted(results.glob("certify/*/*.json")))  # fmt: skip
 
 
 def command(readme: bool = True) -> str:

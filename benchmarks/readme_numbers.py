@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from readme_blocks import README, ROOT, machine, made_by, spaced, table, write
+from readme_blocks import README, ROOT, machine, made_by_run, spaced, table, write
 
 from l1cert.labels import bound_label, training_label
 from l1cert.layout import HEADLINE, all_bounds
@@ -108,10 +108,9 @@ def run_time(seconds: float) -> str:
             f"on a {machine()}.*")  # fmt: skip
 
 
-def blocks(results: Path, sidecars: list[dict] | None = None) -> dict[str, str]:
-    """The blocks written from the run in `results` (its merged sidecars, if already read)."""
-    sidecars = _sidecars(results) if sidecars is None else sidecars
-    return {"default-run-settings": run_settings(sidecars),
+def blocks(results: Path) -> dict[str, str]:
+    """The blocks written from the run in `results`."""
+    return {"default-run-settings": run_settings(_sidecars(results)),
             "default-run-envelope": envelope_table(results),
             "default-run-metrics": metrics_excerpt(results)}  # fmt: skip
 
@@ -146,11 +145,8 @@ def main() -> None:
     seconds = None
     if args.run:
         args.results, seconds = run_default_experiment(args.run)
-    files = sorted((args.results / "certify").glob("*/*.json"))
-    sidecars = _sidecars(args.results)
-    models = sorted((args.results / "models").glob("*/*/model.pt"))
-    digest = made_by(models, list(zip(files, sidecars, strict=True)))
-    written = blocks(args.results, sidecars)
+    digest = made_by_run(args.results)
+    written = blocks(args.results)
     if seconds is not None:
         written["default-run-time"] = run_time(seconds)
     write(written, digest, args.readme)

@@ -19,7 +19,6 @@ with --results), then prints, for σ = 0.5 and 1.0 and the Laplace, uniform and 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -28,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from readme_blocks import made_by, span, table, write
+from readme_blocks import made_by_run, span, table, write
 
 from l1cert import sequential
 from l1cert.analysis import average_certified_radius, envelopes
@@ -239,9 +238,7 @@ def main(argv=None) -> int:
     print("\n".join(objectives_table(found)))
     print("\n".join(box_table(curves, radii)))
     if args.readme:
-        files = sorted((args.results / "certify" / "digits").glob("*.json"))
-        digest = made_by(sorted((args.results / "models" / "digits").glob("*/model.pt")),
-                         [(f, json.loads(f.read_text())) for f in files])  # fmt: skip
+        digest = made_by_run(args.results)
         write({"training-objectives": objectives_block(found, consistency_settings()),
                "box-envelope": box_block(curves, radii)}, digest)  # fmt: skip
     return 0
